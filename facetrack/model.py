@@ -1,0 +1,499 @@
+"""Face detector models: backbones, heads, losses, loading.
+
+Every model built here maps a batch of RGB images to two named outputs:
+
+- input ``"image"``: float32 RGB pixels in 0..255, shape ``(N, S, S, 3)`` where
+  ``S`` is the input size (120 by default). Preprocessing is a layer inside the
+  model (:class:`Preprocess`), so training, evaluation and live detection
+  cannot disagree.
+- output ``"class"``: ``(N, 1)`` sigmoid, probability that the image shows a face.
+- output ``"bbox"``: ``(N, 4)`` in [0, 1], the face box as normalized
+  ``[x1, y1, x2, y2]`` (see :mod:`facetrack.labels`).
+
+A model is two parts so that features can be cached (``full = head(feature(x))``):
+:func:`build_parts` returns ``(feature_model, head_model)`` and :func:`compose`
+joins them. Backbones:
+
+- ``"vgg16"``: VGG16 up to ``block5_pool`` (ImageNet weights, frozen by
+  default), then a head that keeps the spatial 3x3x512 map (small conv +
+  flatten) so the box can be located.
+- ``"compact"``: a small CNN trained from scratch (no download). It ends in
+  an ``G x G`` grid (8x8 at 120x120 input). Every cell predicts a face box
+  (centre relative to its own position, width and height) and a "this cell
+  sees the face" logit; the box output is the softmax-weighted average of the
+  cell boxes. This keeps the head translation-equivariant, which localizes
+  far better from a few hundred photos than a global dense regression.
+
+Losses (registered, so ``model.keras`` reloads with ``safe_mode=True``):
+binary cross-entropy for ``class``; :class:`LocalizationLoss` for ``bbox``.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+BACKBONES = ("vgg16", "compact")
+DEFAULT_INPUT_SIZE = 120
+VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+VGG16_NOTOP_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+    "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+)
+VGG16_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"
+IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+# Default loss weights: total = loc + 0.5 * class, as in the tutorial.
+DEFAULT_LOSS_WEIGHTS = {"bbox": 1.0, "class": 0.5}
+
+
+class WeightsUnavailable(RuntimeError):
+    """The ImageNet weights could not be found or downloaded; the message says what to do."""
+
+
+class ModelLoadError(ValueError):
+    """A model file could not be loaded; the message says why in plain words."""
+
+
+# --------------------------------------------------------------------------- layers
+
+
+@keras.saving.register_keras_serializable(package="facetrack")
+class Preprocess(layers.Layer):
+    """Turn RGB pixels 0..255 into what the backbone expects.
+
+    ``mode="vgg16"``: the same as ``keras.applications.vgg16.preprocess_input``
+    (RGB -> BGR, subtract the ImageNet channel means). ``mode="scale"``:
+    ``x / 127.5 - 1`` (pixels to [-1, 1]). Shape is unchanged ``(N, S, S, 3)``.
+    """
+
+    def __init__(self, mode: str = "vgg16", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in ("vgg16", "scale"):
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        if self.mode == "vgg16":
+            x = ops.flip(x, axis=-1)
+            return x - ops.reshape(ops.convert_to_tensor(IMAGENET_BGR_MEAN, "float32"), (1, 1, 1, 3))
+        return x / 127.5 - 1.0
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="facetrack")
+class AddCoords(layers.Layer):
+    """CoordConv: append two channels holding each cell's normalized x and y centre.
+
+    ``(N, H, W, C)`` -> ``(N, H, W, C + 2)``; values in [0, 1].
+    """
+
+    def call(self, x):
+        shape = ops.shape(x)
+        h, w = shape[1], shape[2]
+        ys = (ops.cast(ops.arange(h), "float32") + 0.5) / ops.cast(h, "float32")
+        xs = (ops.cast(ops.arange(w), "float32") + 0.5) / ops.cast(w, "float32")
+        yy = ops.broadcast_to(ops.reshape(ys, (1, -1, 1, 1)), (shape[0], h, w, 1))
+        xx = ops.broadcast_to(ops.reshape(xs, (1, 1, -1, 1)), (shape[0], h, w, 1))
+        return ops.concatenate([ops.cast(x, "float32"), xx, yy], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 2)
+
+
+@keras.saving.register_keras_serializable(package="facetrack")
+class GridBoxDecoder(layers.Layer):
+    """Collapse per-cell predictions ``(N, G, G, 5)`` into one box ``(N, 4)``.
+
+    Channel 0 is the cell's "face is here" logit, 1..2 move the box centre from
+    the cell centre (``tanh``, at most ``reach`` cells), 3..4 are the box width
+    and height (sigmoid, as a fraction of the image). The cell logits are
+    softmax-normalized over the grid and the cell boxes (centre, size) are
+    averaged with those weights; the result is returned as clipped
+    ``[x1, y1, x2, y2]`` in [0, 1].
+    """
+
+    def __init__(self, reach: float = 1.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reach = float(reach)
+
+    def call(self, p):
+        shape = ops.shape(p)
+        gh, gw = shape[1], shape[2]
+        fh, fw = ops.cast(gh, "float32"), ops.cast(gw, "float32")
+        ys = (ops.cast(ops.arange(gh), "float32") + 0.5) / fh
+        xs = (ops.cast(ops.arange(gw), "float32") + 0.5) / fw
+        cx = ops.reshape(xs, (1, 1, -1)) + ops.tanh(p[..., 1]) * self.reach / fw
+        cy = ops.reshape(ys, (1, -1, 1)) + ops.tanh(p[..., 2]) * self.reach / fh
+        bw = ops.sigmoid(p[..., 3])
+        bh = ops.sigmoid(p[..., 4])
+        logits = ops.reshape(p[..., 0], (shape[0], -1))
+        att = ops.reshape(ops.softmax(logits, axis=-1), (shape[0], gh, gw))
+
+        def wsum(v):
+            return ops.sum(att * v, axis=(1, 2))
+
+        mcx, mcy, mw, mh = wsum(cx), wsum(cy), wsum(bw), wsum(bh)
+        box = ops.stack([mcx - mw / 2, mcy - mh / 2, mcx + mw / 2, mcy + mh / 2], axis=-1)
+        return ops.clip(box, 0.0, 1.0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 4)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "reach": self.reach}
+
+
+@keras.saving.register_keras_serializable(package="facetrack")
+class MaxOverGrid(layers.Layer):
+    """``(N, G, G, C)`` -> ``(N, C)``: maximum over the grid of channel 0..C."""
+
+    def call(self, x):
+        return ops.max(x, axis=(1, 2))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+# --------------------------------------------------------------------------- losses
+
+
+@keras.saving.register_keras_serializable(package="facetrack")
+class LocalizationLoss(keras.losses.Loss):
+    """Box loss: squared error of the top-left corner plus squared error of width and height.
+
+    ``y_true`` and ``y_pred`` are ``(N, 4)`` normalized ``[x1, y1, x2, y2]``.
+    An image without a face has the target ``[0, 0, 0, 0]`` (no area) and does
+    not count. Per face image:
+    ``(x1-x1')^2 + (y1-y1')^2 + (w-w')^2 + (h-h')^2``; the loss is the mean over
+    the face images of the batch (not a sum); a batch with no face gives 0.
+    """
+
+    def __init__(self, name: str = "localization_loss", **kwargs: Any) -> None:
+        kwargs.setdefault("reduction", "sum_over_batch_size")
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        mask = ops.cast((y_true[:, 2] - y_true[:, 0]) > 0, "float32")
+        d_xy = ops.sum(ops.square(y_true[:, :2] - y_pred[:, :2]), axis=-1)
+        wh_t = y_true[:, 2:] - y_true[:, :2]
+        wh_p = y_pred[:, 2:] - y_pred[:, :2]
+        d_wh = ops.sum(ops.square(wh_t - wh_p), axis=-1)
+        per = (d_xy + d_wh) * mask
+        n = ops.cast(ops.shape(per)[0], "float32")
+        n_faces = ops.maximum(ops.sum(mask), 1.0)
+        # The reduction divides by N, so scale to get a mean over face images.
+        return per * (n / n_faces)
+
+
+def localization_loss(y_true, y_pred):
+    """Functional form of :class:`LocalizationLoss` (a scalar)."""
+    return LocalizationLoss()(y_true, y_pred)
+
+
+def compile_model(
+    model: keras.Model,
+    learning_rate: float = 1e-3,
+    loss_weights: dict[str, float] | None = None,
+    optimizer: keras.optimizers.Optimizer | None = None,
+) -> keras.Model:
+    """Compile ``model`` (named outputs ``class``/``bbox``) with the FaceTrack losses.
+
+    Total loss = ``loss_weights["bbox"] * loc + loss_weights["class"] * bce``
+    (default ``loc + 0.5 * bce``).
+    """
+    weights = dict(DEFAULT_LOSS_WEIGHTS if loss_weights is None else loss_weights)
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate),
+        loss={"class": keras.losses.BinaryCrossentropy(), "bbox": LocalizationLoss()},
+        loss_weights={"class": weights["class"], "bbox": weights["bbox"]},
+    )
+    return model
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def keras_models_dir() -> Path:
+    """The folder where Keras keeps downloaded weights (``$KERAS_HOME/models``, default ``~/.keras/models``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def _offline_message(folder: Path, reason: str) -> str:
+    return (
+        "The VGG16 backbone needs its ImageNet weights, a one-time download of about 58 MB "
+        f"(file '{VGG16_NOTOP_FILE}'), and it could not be downloaded ({reason}). "
+        f"Connect to the internet once and try again, or put that file in the folder '{folder}' "
+        "(where Keras looks for it). "
+        "Or choose the 'compact' backbone, which needs no download and works offline."
+    )
+
+
+def resolve_vgg16_weights(weights: str | os.PathLike | None) -> str | None:
+    """Return a local file path for VGG16 notop weights, or None for random weights.
+
+    ``"imagenet"``: the Keras cache file, downloaded once if missing; raises
+    :class:`WeightsUnavailable` with a plain-language message if that fails.
+    A path must point to an existing ``.h5``/``.weights.h5`` file.
+    """
+    if weights is None or (isinstance(weights, str) and weights.lower() in ("none", "")):
+        return None
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        folder = keras_models_dir()
+        target = folder / VGG16_NOTOP_FILE
+        if target.is_file() and target.stat().st_size > 1_000_000:
+            return str(target)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = keras.utils.get_file(
+                VGG16_NOTOP_FILE,
+                VGG16_NOTOP_URL,
+                cache_dir=str(folder.parent),
+                cache_subdir="models",
+                file_hash=VGG16_NOTOP_MD5,
+            )
+        except BaseException as exc:  # noqa: BLE001 - any failure becomes one clear message
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            reason = type(exc).__name__
+            if isinstance(exc, OSError) or "URL" in reason or "HTTP" in reason or "Exception" in reason:
+                reason = "no internet connection, or the server could not be reached"
+            raise WeightsUnavailable(_offline_message(folder, reason)) from None
+        return str(path)
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailable(
+            f"The weights file '{path}' does not exist. Choose an existing VGG16 weights file (.h5), "
+            "'imagenet', or the 'compact' backbone."
+        )
+    return str(path)
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _vgg16_parts(weights: Any, input_size: int) -> tuple[keras.Model, keras.Model]:
+    weights_path = resolve_vgg16_weights(weights)
+    inp = keras.Input((input_size, input_size, 3), name="image", dtype="float32")
+    x = Preprocess("vgg16", name="preprocess")(inp)
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(input_size, input_size, 3))
+    if weights_path is not None:
+        try:
+            base.load_weights(weights_path)
+        except Exception as exc:
+            raise WeightsUnavailable(
+                f"The weights file '{weights_path}' could not be read as VGG16 weights ({exc}). "
+                "Delete it so it is downloaded again, or choose the 'compact' backbone."
+            ) from None
+    base.trainable = False
+    feats = base(x, training=False)
+    feature_model = keras.Model(inp, feats, name="vgg16_features")
+    feature_model.trainable = False
+
+    fshape = tuple(feats.shape[1:])
+    fin = keras.Input(fshape, name="features")
+    h = layers.Conv2D(128, 1, activation="relu", name="head_reduce")(fin)
+    h = AddCoords(name="head_coords")(h)
+    h = layers.Flatten(name="head_flatten")(h)
+    h = layers.Dropout(0.3, name="head_dropout")(h)
+    c = layers.Dense(256, activation="relu", name="class_hidden")(h)
+    cls = layers.Dense(1, activation="sigmoid", name="class")(c)
+    b = layers.Dense(256, activation="relu", name="bbox_hidden")(h)
+    box = layers.Dense(4, activation="sigmoid", name="bbox_raw")(b)
+    box = SortCorners(name="bbox")(box)
+    head_model = keras.Model(fin, {"class": cls, "bbox": box}, name="vgg16_head")
+    return feature_model, head_model
+
+
+@keras.saving.register_keras_serializable(package="facetrack")
+class SortCorners(layers.Layer):
+    """``(N, 4)`` -> ``(N, 4)``: make any two corners ``[x1, y1, x2, y2]`` with x1<=x2, y1<=y2."""
+
+    def call(self, b):
+        return ops.stack(
+            [
+                ops.minimum(b[:, 0], b[:, 2]),
+                ops.minimum(b[:, 1], b[:, 3]),
+                ops.maximum(b[:, 0], b[:, 2]),
+                ops.maximum(b[:, 1], b[:, 3]),
+            ],
+            axis=-1,
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, dilation: int = 1, name: str = ""):
+    x = layers.Conv2D(
+        filters, kernel, strides=strides, padding="same", dilation_rate=dilation, use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _sep_bn(x, filters: int, strides: int = 1, dilation: int = 1, name: str = ""):
+    x = layers.DepthwiseConv2D(
+        3, strides=strides, padding="same", dilation_rate=dilation, use_bias=False, name=f"{name}_dw"
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}_dwbn")(x)
+    x = layers.ReLU(name=f"{name}_dwrelu")(x)
+    return _conv_bn(x, filters, kernel=1, name=f"{name}_pw")
+
+
+COMPACT_WIDTHS = (24, 48, 96, 128)
+
+
+def _compact_parts(input_size: int, widths: tuple[int, ...] = COMPACT_WIDTHS) -> tuple[keras.Model, keras.Model]:
+    w1, w2, w3, w4 = widths
+    inp = keras.Input((input_size, input_size, 3), name="image", dtype="float32")
+    x = Preprocess("scale", name="preprocess")(inp)
+    x = _conv_bn(x, w1, 3, strides=2, name="stem")  # S/2
+    x = _conv_bn(x, w1, 3, name="stem2")
+    x = _sep_bn(x, w2, strides=2, name="b1")  # S/4
+    x = _sep_bn(x, w2, name="b1b")
+    x = _sep_bn(x, w3, strides=2, name="b2")  # S/8
+    x = _sep_bn(x, w3, name="b2b")
+    x = _sep_bn(x, w4, strides=2, name="b3")  # S/16 (8x8 at 120)
+    x = _sep_bn(x, w4, dilation=2, name="b3b")
+    x = _sep_bn(x, w4, dilation=4, name="b3c")
+    feature_model = keras.Model(inp, x, name="compact_features")
+
+    fin = keras.Input(tuple(x.shape[1:]), name="features")
+    h = AddCoords(name="head_coords")(fin)
+    h = _conv_bn(h, w4, 1, name="head")
+    cells = layers.Conv2D(5, 1, name="cells")(h)
+    box = GridBoxDecoder(name="bbox")(cells)
+    pooled = layers.GlobalAveragePooling2D(name="class_gap")(h)
+    cmax = MaxOverGrid(name="class_cellmax")(cells)
+    c = layers.Concatenate(name="class_concat")([pooled, cmax])
+    c = layers.Dropout(0.2, name="class_dropout")(c)
+    cls = layers.Dense(1, activation="sigmoid", name="class")(c)
+    head_model = keras.Model(fin, {"class": cls, "bbox": box}, name="compact_head")
+    return feature_model, head_model
+
+
+def build_parts(
+    backbone: str = "vgg16", weights: Any = "imagenet", input_size: int = DEFAULT_INPUT_SIZE
+) -> tuple[keras.Model, keras.Model]:
+    """Build ``(feature_model, head_model)``; ``compose`` joins them.
+
+    ``feature_model``: ``(N, S, S, 3)`` RGB 0..255 -> feature map
+    (vgg16: ``block5_pool``, ``(N, S//32, S//32, 512)``, frozen;
+    compact: ``(N, S/16, S/16, 128)``, trainable).
+    ``head_model``: features -> ``{"class": (N, 1), "bbox": (N, 4)}``.
+    ``weights`` only matters for vgg16: ``"imagenet"``, ``None``/``"none"``
+    (random) or a path to a VGG16 notop ``.h5`` file. Raises
+    :class:`WeightsUnavailable` when ImageNet weights cannot be had.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if int(input_size) < 32:
+        raise ValueError(f"input size {input_size} is too small (at least 32)")
+    if backbone == "vgg16":
+        return _vgg16_parts(weights, int(input_size))
+    return _compact_parts(int(input_size))
+
+
+def compose(feature_model: keras.Model, head_model: keras.Model, name: str | None = None) -> keras.Model:
+    """Join the parts into the full model: ``image (N,S,S,3)`` -> ``{"class": (N,1), "bbox": (N,4)}``.
+
+    The parts' layers are shared (not copied), so weights trained in the parts
+    are the full model's weights. A frozen (vgg16) feature model is called
+    with ``training=False``.
+    """
+    shape = tuple(feature_model.input.shape[1:])
+    inp = keras.Input(shape, name="image", dtype="float32")
+    if feature_model.name.startswith("vgg16"):
+        feats = feature_model(inp, training=False)
+    else:
+        feats = feature_model(inp)
+    out = head_model(feats)
+    cls = layers.Identity(name="class")(out["class"])
+    box = layers.Identity(name="bbox")(out["bbox"])
+    backbone = "vgg16" if feature_model.name.startswith("vgg16") else "compact"
+    return keras.Model(inp, {"class": cls, "bbox": box}, name=name or f"facetrack_{backbone}")
+
+
+def build_model(
+    backbone: str = "vgg16", weights: Any = "imagenet", input_size: int = DEFAULT_INPUT_SIZE
+) -> keras.Model:
+    """The full detector: ``image`` ``(N, S, S, 3)`` float32 RGB 0..255 ->
+    ``{"class": (N, 1) sigmoid, "bbox": (N, 4) normalized [x1, y1, x2, y2]}``.
+
+    See :func:`build_parts` for ``backbone`` and ``weights``.
+    """
+    return compose(*build_parts(backbone, weights, input_size))
+
+
+def model_backbone(model: keras.Model) -> str:
+    """``"vgg16"`` or ``"compact"`` for a model built here (by its name)."""
+    return "vgg16" if "vgg16" in model.name else "compact"
+
+
+def split_parts(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """The ``(feature_model, head_model)`` inside a model made by :func:`compose`."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 2:
+        raise ValueError("this model was not made by facetrack.model.compose")
+    return nested[0], nested[1]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
+    """Load a ``.keras`` detector with ``safe_mode=True``.
+
+    Raises :class:`ModelLoadError` (plain message) when the file is missing,
+    corrupt, contains code (a Lambda layer), or lacks the ``class``/``bbox``
+    outputs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"The model file '{path}' does not exist.")
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"The model file '{path.name}' is damaged or is not a Keras model (.keras) file.")
+    try:
+        model = keras.saving.load_model(str(path), compile=compile, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001
+        text = str(exc)
+        if "Lambda" in text or "safe_mode" in text or "lambda" in text:
+            raise ModelLoadError(
+                f"The model file '{path.name}' contains code (a Lambda layer) and was refused for safety. "
+                "Only models made by FaceTrack can be loaded."
+            ) from None
+        raise ModelLoadError(
+            f"The model file '{path.name}' could not be loaded; it may be damaged or made by another "
+            f"program ({type(exc).__name__}: {text.splitlines()[0][:200] if text else ''})."
+        ) from None
+    names = set(_output_names(model))
+    if not {"class", "bbox"} <= names:
+        raise ModelLoadError(
+            f"The model file '{path.name}' is not a face detector: it needs outputs 'class' and 'bbox' "
+            f"(it has {sorted(names) or 'none'})."
+        )
+    return model
+
+
+def _output_names(model: keras.Model) -> list[str]:
+    out = model.output
+    if isinstance(out, dict):
+        return list(out.keys())
+    try:
+        return list(model.output_names)
+    except Exception:  # noqa: BLE001
+        return []
