@@ -1,0 +1,334 @@
+"""Metrics for a trained detector on labelled images.
+
+Each image has at most one face. A model returns, per image, a presence score
+in [0, 1] and a box as normalized ``[x1, y1, x2, y2]`` (see
+:mod:`facetrack.labels`). The metrics:
+
+- ``presence_accuracy``: share of images where ``score >= threshold`` agrees
+  with "has a face".
+- ``precision``, ``recall``, ``f1``: of the presence decision (a face image
+  predicted "face" is a true positive, whatever its box).
+- ``fp_rate``: share of no-face images predicted "face".
+- ``mean_iou``, ``hit_rate``: over face images, the predicted box against
+  the true box regardless of the score; ``hit_rate`` is the share with
+  IoU >= 0.5.
+- ``ap50``: average precision at IoU 0.5. All images are ranked by score; a
+  detection is a true positive when the image has a face and IoU >= 0.5,
+  otherwise a false positive; all-points interpolated AP (VOC 2010+) over
+  ``n_faces`` positives.
+
+A metric that is undefined (e.g. box metrics with no face image, precision
+with no predicted face) is ``None`` and ``notes`` says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facetrack.data import Sample
+from facetrack.fileio import atomic_write_json
+
+DEFAULT_BATCH_SIZE = 32
+
+
+# --------------------------------------------------------------------------- image loading
+
+
+def image_dataset(
+    samples: Sequence[Sample],
+    input_size: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    shuffle: bool = False,
+    seed: int = 0,
+    flip: bool = False,
+    with_targets: bool = True,
+):
+    """A streaming ``tf.data.Dataset`` over ``samples``.
+
+    Each image file (JPEG/PNG of any size) is decoded and resized to
+    ``input_size`` x ``input_size`` (plain resize, aspect ignored, as the live
+    detector does) as float32 RGB 0..255: ``(B, S, S, 3)``. With
+    ``with_targets`` the elements are ``(image, {"class": (B, 1), "bbox": (B, 4)})``
+    where a no-face image has box ``[0, 0, 0, 0]``. ``flip`` mirrors half of the
+    images left-right (and their boxes) at random.
+    """
+    import tensorflow as tf
+
+    paths = [str(s.path) for s in samples]
+    classes = np.array([[1.0 if s.box is not None else 0.0] for s in samples], np.float32).reshape(-1, 1)
+    boxes = np.array(
+        [s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float32
+    ).reshape(-1, 4)
+    ds = tf.data.Dataset.from_tensor_slices((paths, classes, boxes))
+    if shuffle:
+        ds = ds.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
+    size = int(input_size)
+
+    def load(path, cls, box):
+        raw = tf.io.read_file(path)
+        img = tf.io.decode_image(raw, channels=3, expand_animations=False)
+        img = tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
+        img = tf.clip_by_value(img, 0.0, 255.0)
+        img.set_shape((size, size, 3))
+        if flip:
+            do = tf.random.uniform((), seed=None) < 0.5
+            img = tf.cond(do, lambda: tf.image.flip_left_right(img), lambda: img)
+            flipped = tf.stack([1.0 - box[2], box[1], 1.0 - box[0], box[3]])
+            has = box[2] > box[0]
+            box = tf.where(tf.logical_and(do, has), flipped, box)
+        if with_targets:
+            return img, {"class": cls, "bbox": box}
+        return img
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+def predict_samples(
+    model: Any, samples: Sequence[Sample], input_size: int, batch_size: int = DEFAULT_BATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over the images of ``samples``, streaming in batches.
+
+    Returns ``(scores, boxes)``: ``scores`` ``(N,)`` float32 presence scores in
+    [0, 1], ``boxes`` ``(N, 4)`` float32 normalized ``[x1, y1, x2, y2]``.
+    """
+    if len(samples) == 0:
+        return np.zeros((0,), np.float32), np.zeros((0, 4), np.float32)
+    ds = image_dataset(samples, input_size, batch_size, with_targets=False)
+    out = model.predict(ds, verbose=0)
+    return _unpack_predictions(out)
+
+
+def _unpack_predictions(out: Any) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(out, dict):
+        scores, boxes = out["class"], out["bbox"]
+    else:
+        scores, boxes = out[0], out[1]
+    return np.asarray(scores, np.float32).reshape(-1), np.asarray(boxes, np.float32).reshape(-1, 4)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class ImageResult:
+    """One evaluated image. Boxes are normalized ``[x1, y1, x2, y2]``; ``true_box`` None = no face.
+
+    ``iou`` is None for a no-face image. ``correct``: presence decided right
+    and, for a face image, IoU >= 0.5. ``badness`` (0..2, higher is worse,
+    for a worst-first gallery): face image ``(1 - score) + (1 - iou)``,
+    no-face image ``2 * score``.
+    """
+
+    path: str
+    source_id: str
+    true_box: list[float] | None
+    pred_box: list[float]
+    score: float
+    iou: float | None
+    correct: bool
+    badness: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Metrics:
+    """Detector metrics on a set of images (see the module docstring for definitions)."""
+
+    threshold: float = 0.5
+    presence_accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    fp_rate: float | None = None
+    mean_iou: float | None = None
+    hit_rate: float | None = None
+    ap50: float | None = None
+    n_images: int = 0
+    n_faces: int = 0
+    n_no_face: int = 0
+    notes: list[str] = field(default_factory=list)
+    per_image: list[ImageResult] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict of the numbers (``per_image`` left out; see :meth:`per_image_dicts`)."""
+        d = asdict(self)
+        d.pop("per_image")
+        d["counts"] = {"n_images": self.n_images, "n_faces": self.n_faces, "n_no_face": self.n_no_face}
+        return d
+
+    def per_image_dicts(self, worst_first: bool = True) -> list[dict[str, Any]]:
+        """Per-image results as dicts, worst first by default."""
+        items = sorted(self.per_image, key=lambda r: -r.badness) if worst_first else self.per_image
+        return [r.to_dict() for r in items]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of two ``(N, 4)`` arrays of ``[x1, y1, x2, y2]`` boxes -> ``(N,)``."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = ix * iy
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def average_precision(scores: np.ndarray, is_tp: np.ndarray, n_positives: int) -> float | None:
+    """All-points interpolated AP of detections ranked by ``scores`` (None when no positives)."""
+    if n_positives <= 0:
+        return None
+    if len(scores) == 0:
+        return 0.0
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    tp = np.asarray(is_tp, bool)[order].astype(np.float64)
+    ctp = np.cumsum(tp)
+    cfp = np.cumsum(1.0 - tp)
+    recall = ctp / n_positives
+    precision = ctp / np.maximum(ctp + cfp, 1e-12)
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    idx = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def compute_metrics(
+    samples: Sequence[Sample], scores: np.ndarray, boxes: np.ndarray, threshold: float = 0.5
+) -> Metrics:
+    """Metrics from predictions: ``scores`` ``(N,)`` and ``boxes`` ``(N, 4)`` normalized, one per sample."""
+    n = len(samples)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(scores) != n or len(boxes) != n:
+        raise ValueError(f"{n} samples but {len(scores)} scores and {len(boxes)} boxes")
+    m = Metrics(threshold=float(threshold), n_images=n)
+    if n == 0:
+        m.notes.append("no images to evaluate")
+        return m
+    has = np.array([s.box is not None for s in samples], bool)
+    true = np.array([s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float64)
+    pred = scores >= threshold
+    ious = box_iou(true, boxes)
+    m.n_faces = int(has.sum())
+    m.n_no_face = int(n - has.sum())
+    tp = int((pred & has).sum())
+    fp = int((pred & ~has).sum())
+    fn = int((~pred & has).sum())
+    m.presence_accuracy = float(np.mean(pred == has))
+    if tp + fp > 0:
+        m.precision = tp / (tp + fp)
+    else:
+        m.notes.append("precision undefined: no image was predicted to have a face")
+    if m.n_faces > 0:
+        m.recall = tp / (tp + fn)
+        m.mean_iou = float(ious[has].mean())
+        m.hit_rate = float((ious[has] >= 0.5).mean())
+        m.ap50 = average_precision(scores, has & (ious >= 0.5), m.n_faces)
+    else:
+        m.notes.append("no face images: recall, mean IoU, hit rate and AP50 are undefined")
+    if m.precision is not None and m.recall is not None:
+        m.f1 = 0.0 if m.precision + m.recall == 0 else 2 * m.precision * m.recall / (m.precision + m.recall)
+    if m.n_no_face > 0:
+        m.fp_rate = fp / m.n_no_face
+    else:
+        m.notes.append("no images without a face: false-positive rate is undefined")
+    for i, s in enumerate(samples):
+        face = bool(has[i])
+        iou_i = float(ious[i]) if face else None
+        correct = bool(pred[i] == face) and (not face or iou_i >= 0.5)
+        bad = (1.0 - scores[i]) + (1.0 - iou_i) if face else 2.0 * scores[i]
+        m.per_image.append(
+            ImageResult(
+                path=str(s.path),
+                source_id=s.source_id,
+                true_box=s.box.to_list() if s.box is not None else None,
+                pred_box=[float(v) for v in boxes[i]],
+                score=float(scores[i]),
+                iou=iou_i,
+                correct=correct,
+                badness=float(bad),
+            )
+        )
+    return m
+
+
+def validation_score(
+    samples: Sequence[Sample], scores: np.ndarray, boxes: np.ndarray, threshold: float = 0.5
+) -> float:
+    """The checkpoint score (higher is better, 0..1).
+
+    Mean over images of: for a face image, ``[score >= threshold] * IoU``; for a
+    no-face image, ``[score < threshold]``. It rewards presence and box
+    quality together, unlike the raw loss (which grows with overconfidence
+    while boxes still improve). 0.0 for no images.
+    """
+    if len(samples) == 0:
+        return 0.0
+    has = np.array([s.box is not None for s in samples], bool)
+    true = np.array([s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float64)
+    pred = np.asarray(scores).reshape(-1) >= threshold
+    ious = box_iou(true, boxes)
+    per = np.where(has, pred * ious, (~pred).astype(np.float64))
+    return float(per.mean())
+
+
+def evaluate(
+    model: Any,
+    test_samples: Sequence[Sample],
+    input_size: int | None = None,
+    threshold: float = 0.5,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Metrics:
+    """Predict ``test_samples`` with ``model`` and compute :class:`Metrics`.
+
+    ``input_size`` defaults to the model's input size.
+    """
+    if input_size is None:
+        input_size = int(model.input_shape[1])
+    scores, boxes = predict_samples(model, test_samples, input_size, batch_size)
+    return compute_metrics(test_samples, scores, boxes, threshold)
+
+
+def evaluate_run(
+    run_dir: Path,
+    test_samples: Sequence[Sample],
+    threshold: float = 0.5,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Metrics:
+    """Evaluate ``run_dir/model.keras`` on ``test_samples``.
+
+    Writes ``run_dir/metrics.json`` (numbers, threshold, time) and
+    ``run_dir/per_image.json`` (worst first), both atomically.
+    """
+    from facetrack.model import load_model
+
+    run_dir = Path(run_dir)
+    model = load_model(run_dir / "model.keras")
+    input_size = int(model.input_shape[1])
+    settings_path = run_dir / "settings.json"
+    if settings_path.is_file():
+        with contextlib.suppress(KeyError, ValueError, TypeError, json.JSONDecodeError):
+            input_size = int(json.loads(settings_path.read_text())["settings"]["input_size"])
+    t0 = time.time()
+    metrics = evaluate(model, test_samples, input_size, threshold, batch_size)
+    doc = metrics.to_dict()
+    doc["seconds"] = round(time.time() - t0, 3)
+    doc["evaluated"] = time.time()
+    doc["model"] = "model.keras"
+    atomic_write_json(run_dir / "metrics.json", doc)
+    atomic_write_json(run_dir / "per_image.json", metrics.per_image_dicts(worst_first=True))
+    return metrics

@@ -1,0 +1,764 @@
+"""Training with callbacks, a feature cache and a run folder.
+
+:func:`train` trains a detector (see :mod:`facetrack.model`) on
+:class:`~facetrack.data.Sample` lists and writes everything to a run folder:
+
+- ``settings.json``: the :class:`TrainSettings` and sample counts.
+- ``history.csv``: one row per epoch (the fields of :class:`EpochRecord`),
+  rewritten atomically after every epoch.
+- ``model.keras``: the best full model so far (by validation score), saved
+  atomically (temporary file in the same folder, then ``os.replace``).
+- ``model.tflite``: exported at the end by :mod:`facetrack.export` if available.
+- ``train.log``: human-readable log lines.
+- ``status.json``: ``{"state": "running"|"finished"|"stopped"|"failed", "epoch",
+  "epochs", "best_epoch", "best_val_score", "message", "updated", "pid"}``.
+
+Checkpoints and early stopping follow the validation score
+(:func:`facetrack.evaluate.validation_score`): the mean over validation images
+of ``[score >= 0.5] * IoU`` for a face image and ``[score < 0.5]`` for a
+no-face image. It counts presence and box quality together; the raw loss is
+not used because the class loss grows with overconfidence while boxes still
+improve.
+
+Backbones:
+
+- ``vgg16`` (frozen, the default): ``block5_pool`` features are computed once
+  per image and cached on disk as float16 (``cache_dir/<key>/``, key = backbone,
+  weights, input size and each file's path, mtime and size), then the head is
+  trained on the cache. ``fine_tune`` then unfreezes block5 and trains end to
+  end on images at a low learning rate.
+- ``compact``: trained end to end on streamed images (random left-right flips).
+
+Progress leaves the trainer only through :class:`TrainCallbacks`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facetrack.data import Sample
+from facetrack.evaluate import (
+    _unpack_predictions,
+    box_iou,
+    compute_metrics,
+    image_dataset,
+    predict_samples,
+    validation_score,
+)
+from facetrack.fileio import atomic_write_json, atomic_write_text
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+_BACKBONE_DEFAULTS = {
+    "vgg16": {"epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "patience": 8},
+    "compact": {"epochs": 14, "batch_size": 32, "learning_rate": 3e-3, "patience": 6},
+}
+THRESHOLD = 0.5
+
+
+@dataclass
+class TrainSettings:
+    """What the user chose for one training. ``None`` fields take the backbone's default.
+
+    ``weights``: ``"imagenet"``, ``"none"`` (random) or a path to VGG16 notop
+    weights (ignored by ``compact``). ``fine_tune`` (vgg16): after the head
+    converges, also train block5 for ``fine_tune_epochs`` at
+    ``fine_tune_learning_rate``. ``patience``: epochs without a better
+    validation score before stopping early. ``strategy``: ``"default"``,
+    ``"mirrored"`` (all local devices) or ``"multiworker"`` (``TF_CONFIG``).
+    """
+
+    backbone: str = "vgg16"
+    weights: str = "imagenet"
+    input_size: int = 120
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    fine_tune: bool = False
+    fine_tune_epochs: int = 3
+    fine_tune_learning_rate: float = 1e-5
+    patience: int | None = None
+    seed: int = 42
+    name: str = ""
+    strategy: str = "default"
+    class_loss_weight: float = 0.5
+    bbox_loss_weight: float = 1.0
+    flip: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backbone not in _BACKBONE_DEFAULTS:
+            raise ValueError(
+                f"unknown backbone {self.backbone!r}; choose one of {', '.join(_BACKBONE_DEFAULTS)}"
+            )
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.weights is None:
+            self.weights = "none"
+        self.weights = str(self.weights)
+        for key, value in _BACKBONE_DEFAULTS[self.backbone].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if int(self.epochs) < 1 or int(self.batch_size) < 1:
+            raise ValueError("epochs and batch size must be at least 1")
+        self.input_size = int(self.input_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainSettings:
+        """Build from a dict; unknown keys are ignored (older/newer files)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class BatchProgress:
+    """Progress after one training batch. ``eta_seconds`` is for the whole run (None until known)."""
+
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    loss: float
+    eta_seconds: float | None
+    phase: str = "train"
+
+
+@dataclass
+class EpochRecord:
+    """One row of ``history.csv``. Validation values are on the val split; ``val_score`` see module doc."""
+
+    epoch: int
+    loss: float
+    class_loss: float
+    bbox_loss: float
+    val_loss: float
+    val_class_loss: float
+    val_bbox_loss: float
+    val_presence_accuracy: float
+    val_mean_iou: float
+    val_score: float
+    seconds: float
+    phase: str = "train"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. ``state``: ``"finished"`` or ``"stopped"``."""
+
+    run_dir: Path
+    state: str
+    best_epoch: int | None
+    best_val_score: float | None
+    history: list[EpochRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class TrainCallbacks:
+    """The one way progress leaves the trainer. Subclass and override what you need.
+
+    Called on the training thread. ``should_stop`` is checked after every
+    batch (and every feature-cache batch); returning True ends training after
+    the current batch and keeps the best weights so far.
+    """
+
+    def on_stage(self, name: str, done: int, total: int) -> None:
+        """A non-epoch step (``"features"``: caching progress; ``"export"``, ...)."""
+
+    def on_batch(self, progress: BatchProgress) -> None:
+        """After every training batch."""
+
+    def on_epoch(self, record: EpochRecord) -> None:
+        """After every epoch's validation."""
+
+    def should_stop(self) -> bool:
+        return False
+
+
+class _Stopped(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+class _Run:
+    """Writes the run folder's status, log and history."""
+
+    def __init__(self, run_dir: Path, settings: TrainSettings, total_epochs: int) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.epochs = total_epochs
+        self.epoch = 0
+        self.best_epoch: int | None = None
+        self.best_score: float | None = None
+        self.history: list[EpochRecord] = []
+
+    def log(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}\n"
+        with open(self.dir / "train.log", "a", encoding="utf-8") as fh:
+            fh.write(line)
+
+    def status(self, state: str, message: str = "") -> None:
+        atomic_write_json(
+            self.dir / "status.json",
+            {
+                "state": state,
+                "epoch": self.epoch,
+                "epochs": self.epochs,
+                "best_epoch": self.best_epoch,
+                "best_val_score": self.best_score,
+                "message": message,
+                "updated": time.time(),
+                "pid": os.getpid(),
+            },
+        )
+
+    def add_epoch(self, rec: EpochRecord) -> None:
+        self.history.append(rec)
+        buf = io.StringIO()
+        names = [f.name for f in fields(EpochRecord)]
+        writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        for r in self.history:
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.to_dict().items()})
+        atomic_write_text(self.dir / "history.csv", buf.getvalue())
+
+
+def save_model_atomic(model: Any, path: Path) -> None:
+    """Save a Keras model to ``path`` (``.keras``) via a temporary file in the same folder + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _make_strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _np_losses(samples: Sequence[Sample], scores: np.ndarray, boxes: np.ndarray) -> tuple[float, float]:
+    """(class BCE, localization loss) of predictions, as the training losses define them."""
+    if len(samples) == 0:
+        return 0.0, 0.0
+    y = np.array([1.0 if s.box is not None else 0.0 for s in samples])
+    p = np.clip(np.asarray(scores, np.float64), 1e-7, 1 - 1e-7)
+    bce = float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+    has = y > 0
+    if not has.any():
+        return bce, 0.0
+    t = np.array([s.box.to_list() for s in samples if s.box is not None], np.float64)
+    b = np.asarray(boxes, np.float64)[has]
+    d = np.sum((t[:, :2] - b[:, :2]) ** 2, 1) + np.sum(
+        ((t[:, 2:] - t[:, :2]) - (b[:, 2:] - b[:, :2])) ** 2, 1
+    )
+    return bce, float(d.mean())
+
+
+def _file_identity(path: Path) -> list[Any]:
+    st = os.stat(path)
+    return [str(Path(path).resolve()), st.st_mtime_ns, st.st_size]
+
+
+def feature_cache_key(samples: Sequence[Sample], backbone: str, weights: str, input_size: int) -> str:
+    """Key of a feature cache: backbone, weights (and the weights file's identity), size, each file's identity."""
+    h = hashlib.sha256()
+    wid: Any = weights
+    if weights not in ("imagenet", "none") and Path(weights).is_file():
+        wid = _file_identity(Path(weights))
+    h.update(json.dumps([backbone, wid, int(input_size)]).encode())
+    for s in samples:
+        h.update(json.dumps(_file_identity(s.path)).encode())
+    return h.hexdigest()[:24]
+
+
+def cached_features(
+    feature_model: Any,
+    samples: Sequence[Sample],
+    settings: TrainSettings,
+    cache_dir: Path,
+    callbacks: TrainCallbacks,
+    stage: str = "features",
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Features of ``samples`` as a read-only float16 memmap ``(N, h, w, c)``, computed once and cached."""
+    key = feature_cache_key(samples, settings.backbone, settings.weights, settings.input_size)
+    folder = Path(cache_dir) / key
+    done_file = folder / "done.json"
+    if done_file.is_file():
+        callbacks.on_stage(stage, len(samples), len(samples))
+        return np.load(folder / "features.npy", mmap_mode="r")
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = tuple(int(d) for d in feature_model.output.shape[1:])
+    tmp = folder / f".features.{os.getpid()}.npy"
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(samples), *shape))
+    ds = image_dataset(samples, settings.input_size, batch_size, with_targets=False)
+    fn = _inference_fn(feature_model)
+    done = 0
+    callbacks.on_stage(stage, 0, len(samples))
+    for images in ds:
+        out = fn(images).numpy()
+        arr[done : done + len(out)] = out.astype(np.float16)
+        done += len(out)
+        callbacks.on_stage(stage, done, len(samples))
+        if callbacks.should_stop():
+            del arr
+            tmp.unlink(missing_ok=True)
+            raise _Stopped()
+    arr.flush()
+    del arr
+    os.replace(tmp, folder / "features.npy")
+    atomic_write_json(done_file, {"n": len(samples), "shape": list(shape), "created": time.time()})
+    return np.load(folder / "features.npy", mmap_mode="r")
+
+
+def _inference_fn(model: Any):
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def fn(x):
+        return model(x, training=False)
+
+    return fn
+
+
+def _feature_dataset(feats: np.ndarray, samples: Sequence[Sample], batch_size: int, shuffle: bool, seed: int):
+    """Stream batches of cached features (memmap) with targets."""
+    import tensorflow as tf
+
+    n = len(samples)
+    cls = np.array([[1.0 if s.box is not None else 0.0] for s in samples], np.float32).reshape(-1, 1)
+    box = np.array(
+        [s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float32
+    ).reshape(-1, 4)
+    rng = np.random.default_rng(seed)
+    fshape = feats.shape[1:]
+
+    def gen():
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        for i in range(0, n, batch_size):
+            idx = np.sort(order[i : i + batch_size])
+            yield np.asarray(feats[idx], np.float32), {"class": cls[idx], "bbox": box[idx]}
+
+    sig = (
+        tf.TensorSpec((None, *fshape), tf.float32),
+        {"class": tf.TensorSpec((None, 1), tf.float32), "bbox": tf.TensorSpec((None, 4), tf.float32)},
+    )
+    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    return ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size))).prefetch(2)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _Progress:
+    """Keras callback adapter: batch progress, ETA, stop requests."""
+
+    def __init__(self, callbacks: TrainCallbacks, total_batches: int) -> None:
+        import keras
+
+        outer = self
+
+        class _CB(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                outer._batch_end(self.model, batch, logs or {})
+
+        self.callback = _CB()
+        self.cb = callbacks
+        self.total = max(total_batches, 1)
+        self.done = 0
+        self.t_first: float | None = None
+        self.n_timed = 0
+        self.epoch = 0
+        self.epochs = 0
+        self.batches = 0
+        self.phase = "train"
+        self.stopped = False
+        self.extra_per_epoch = 0.0  # seconds of validation per epoch, learnt
+
+    def _batch_end(self, model: Any, batch: int, logs: dict[str, Any]) -> None:
+        self.done += 1
+        now = time.time()
+        eta = None
+        if self.t_first is None:
+            self.t_first = now  # the first batch includes tracing; time from here
+        else:
+            self.n_timed += 1
+            per = (now - self.t_first) / self.n_timed
+            remaining_epochs = max(self.epochs - self.epoch, 0)
+            eta = per * max(self.total - self.done, 0) + self.extra_per_epoch * (remaining_epochs + 1)
+        loss = float(logs.get("loss", float("nan")))
+        self.cb.on_batch(
+            BatchProgress(self.epoch, self.epochs, batch + 1, self.batches, loss, eta, self.phase)
+        )
+        if self.cb.should_stop():
+            self.stopped = True
+            model.stop_training = True
+
+
+class _Trainer:
+    def __init__(
+        self,
+        train_samples: Sequence[Sample],
+        val_samples: Sequence[Sample],
+        settings: TrainSettings,
+        run: _Run,
+        callbacks: TrainCallbacks,
+        cache_dir: Path,
+    ) -> None:
+        self.train_samples = list(train_samples)
+        self.val_samples = list(val_samples)
+        self.s = settings
+        self.run = run
+        self.cb = callbacks
+        self.cache_dir = cache_dir
+        self.best_weights: list[np.ndarray] | None = None
+        self.best_model: Any = None
+        self.epoch = 0
+        self.bad_epochs = 0
+
+    # -- validation + checkpoint
+    def _validate(self, scores: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
+        vs = self.val_samples
+        bce, loc = _np_losses(vs, scores, boxes)
+        m = compute_metrics(vs, scores, boxes, THRESHOLD)
+        return {
+            "val_loss": self.s.bbox_loss_weight * loc + self.s.class_loss_weight * bce,
+            "val_class_loss": bce,
+            "val_bbox_loss": loc,
+            "val_presence_accuracy": m.presence_accuracy or 0.0,
+            "val_mean_iou": m.mean_iou if m.mean_iou is not None else 0.0,
+            "val_score": validation_score(vs, scores, boxes, THRESHOLD),
+        }
+
+    def _end_epoch(
+        self, logs: dict[str, Any], val: dict[str, float], seconds: float, phase: str, model: Any
+    ) -> bool:
+        """Record the epoch, checkpoint if best. Returns True when patience ran out."""
+        rec = EpochRecord(
+            epoch=self.epoch,
+            loss=float(logs.get("loss", np.nan)),
+            class_loss=float(logs.get("class_loss", np.nan)),
+            bbox_loss=float(logs.get("bbox_loss", np.nan)),
+            seconds=round(seconds, 3),
+            phase=phase,
+            **{k: float(v) for k, v in val.items()},
+        )
+        self.run.epoch = self.epoch
+        improved = self.run.best_score is None or rec.val_score > self.run.best_score + 1e-6
+        if improved:
+            self.run.best_score = rec.val_score
+            self.run.best_epoch = self.epoch
+            self.best_weights = [w.copy() for w in model.get_weights()]
+            self.best_model = model
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        self.run.add_epoch(rec)
+        self.run.log(
+            f"epoch {self.epoch}/{self.run.epochs} [{phase}] loss {rec.loss:.4f} (class {rec.class_loss:.4f}, "
+            f"box {rec.bbox_loss:.4f}) val: accuracy {rec.val_presence_accuracy:.3f}, mean IoU "
+            f"{rec.val_mean_iou:.3f}, score {rec.val_score:.4f}{' (best)' if improved else ''} in {seconds:.1f}s"
+        )
+        self.run.status("running", f"epoch {self.epoch} of {self.run.epochs} done")
+        self.cb.on_epoch(rec)
+        return self.bad_epochs >= int(self.s.patience)
+
+    def _fit_epochs(self, model: Any, ds: Any, n_batches: int, epochs: int, predict_val, phase: str) -> None:
+        prog = self._progress
+        prog.phase = phase
+        for _ in range(epochs):
+            self.epoch += 1
+            prog.epoch, prog.batches = self.epoch, n_batches
+            t0 = time.time()
+            hist = model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=[prog.callback])
+            logs = {k: v[-1] for k, v in hist.history.items() if v}
+            tv = time.time()
+            scores, boxes = predict_val()
+            prog.extra_per_epoch = time.time() - tv
+            stop_early = self._end_epoch(logs, self._validate(scores, boxes), time.time() - t0, phase, model)
+            if prog.stopped:
+                raise _Stopped()
+            if stop_early:
+                self.run.log(f"no better validation score for {self.s.patience} epochs: stopping early")
+                return
+
+    # -- backbones
+    def run_compact(self, strategy: Any) -> Any:
+        import keras
+
+        from facetrack.model import build_model, compile_model
+
+        s = self.s
+        with strategy.scope():
+            model = build_model("compact", None, s.input_size)
+            n_batches = -(-len(self.train_samples) // s.batch_size)
+            steps = n_batches * s.epochs
+            lr = keras.optimizers.schedules.CosineDecay(
+                0.0,
+                steps,
+                alpha=0.02,
+                warmup_target=float(s.learning_rate),
+                warmup_steps=min(n_batches, steps // 10),
+            )
+            compile_model(model, optimizer=keras.optimizers.Adam(lr), loss_weights=self._loss_weights())
+        self.run.log(f"compact model: {model.count_params():,} parameters")
+        ds = image_dataset(
+            self.train_samples, s.input_size, s.batch_size, shuffle=True, seed=s.seed, flip=s.flip
+        )
+        self._progress = _Progress(self.cb, n_batches * s.epochs)
+        self._progress.epochs = s.epochs
+        try:
+            self._fit_epochs(
+                model,
+                ds,
+                n_batches,
+                s.epochs,
+                lambda: predict_samples(model, self.val_samples, s.input_size, s.batch_size),
+                "train",
+            )
+        finally:
+            self.final_model = model
+        return model
+
+    def run_vgg16(self, strategy: Any) -> Any:
+        import keras
+
+        from facetrack.model import build_parts, compile_model, compose
+
+        s = self.s
+        with strategy.scope():
+            feature_model, head_model = build_parts("vgg16", s.weights, s.input_size)
+            compile_model(head_model, s.learning_rate, loss_weights=self._loss_weights())
+        self.final_model = None
+        ft_epochs = int(s.fine_tune_epochs) if s.fine_tune else 0
+        n_batches = -(-len(self.train_samples) // s.batch_size)
+        self._progress = _Progress(self.cb, n_batches * (s.epochs + ft_epochs))
+        self._progress.epochs = s.epochs + ft_epochs
+        self.run.epochs = s.epochs + ft_epochs
+        self.run.log(f"computing VGG16 features of {len(self.train_samples)} training images (cached)")
+        t0 = time.time()
+        ftrain = cached_features(feature_model, self.train_samples, s, self.cache_dir, self.cb, "features")
+        fval = cached_features(feature_model, self.val_samples, s, self.cache_dir, self.cb, "val_features")
+        self.run.log(f"features ready in {time.time() - t0:.1f}s ({ftrain.shape[1:]} per image)")
+        ds = _feature_dataset(ftrain, self.train_samples, s.batch_size, shuffle=True, seed=s.seed)
+
+        def predict_val():
+            out = head_model.predict(
+                _feature_dataset(fval, self.val_samples, s.batch_size, False, 0).map(lambda x, y: x),
+                verbose=0,
+            )
+            return _unpack_predictions(out)
+
+        def finish_head() -> Any:
+            if self.best_weights is not None:
+                head_model.set_weights(self.best_weights)
+            with strategy.scope():
+                full = compose(feature_model, head_model)
+            return full
+
+        try:
+            self._fit_epochs(head_model, ds, n_batches, s.epochs, predict_val, "head")
+        except _Stopped:
+            self.final_model = finish_head()
+            self.best_weights = self.final_model.get_weights()
+            raise
+        full = finish_head()
+        self.best_weights = full.get_weights()
+        self.final_model = full
+        if not s.fine_tune:
+            return full
+        # Fine-tune block5 end to end on images.
+        self.run.log("fine-tuning block5 of VGG16")
+        base = [layer for layer in feature_model.layers if isinstance(layer, keras.Model)][0]
+        feature_model.trainable = True
+        base.trainable = True
+        for layer in base.layers:
+            layer.trainable = layer.name.startswith("block5")
+        with strategy.scope():
+            full = compose(feature_model, head_model)
+            compile_model(full, s.fine_tune_learning_rate, loss_weights=self._loss_weights())
+        self.final_model = full
+        self.bad_epochs = 0
+        ds_img = image_dataset(
+            self.train_samples, s.input_size, s.batch_size, shuffle=True, seed=s.seed, flip=s.flip
+        )
+        self._fit_epochs(
+            full,
+            ds_img,
+            n_batches,
+            ft_epochs,
+            lambda: predict_samples(full, self.val_samples, s.input_size, s.batch_size),
+            "fine_tune",
+        )
+        return full
+
+    def _loss_weights(self) -> dict[str, float]:
+        return {"class": float(self.s.class_loss_weight), "bbox": float(self.s.bbox_loss_weight)}
+
+
+def train(
+    train_samples: Sequence[Sample],
+    val_samples: Sequence[Sample],
+    settings: TrainSettings,
+    run_dir: Path,
+    callbacks: TrainCallbacks | None = None,
+    cache_dir: Path | None = None,
+) -> TrainResult:
+    """Train a detector and fill ``run_dir`` (see the module docstring).
+
+    ``train_samples`` are (augmented) images with normalized
+    ``[x1, y1, x2, y2]`` boxes or None (no face); ``val_samples`` choose the
+    best epoch (if empty, up to 200 training images are used, with a warning
+    in the log). ``cache_dir`` (vgg16 feature cache) defaults to
+    ``run_dir/../../cache/features`` (the project's cache folder).
+    Returns a :class:`TrainResult` with ``state`` ``"finished"`` or
+    ``"stopped"``; on an error the status says ``"failed"`` with the message
+    and the exception is raised again (e.g. ``WeightsUnavailable``).
+    """
+    import keras
+
+    t_start = time.time()
+    callbacks = callbacks or TrainCallbacks()
+    run_dir = Path(run_dir)
+    settings = TrainSettings.from_dict(settings.to_dict())  # defaults resolved, caller's copy untouched
+    if cache_dir is None:
+        cache_dir = run_dir.resolve().parent.parent / "cache" / "features"
+    run = _Run(run_dir, settings, int(settings.epochs))
+    train_samples = list(train_samples)
+    val_samples = list(val_samples)
+    run.status("running", "starting")
+    run.log(
+        f"training {settings.backbone} ({settings.name or 'unnamed'}) on {len(train_samples)} images, "
+        f"validating on {len(val_samples)}"
+    )
+    if not val_samples and train_samples:
+        rng = np.random.default_rng(settings.seed)
+        idx = rng.choice(len(train_samples), size=min(200, len(train_samples)), replace=False)
+        val_samples = [train_samples[i] for i in sorted(idx)]
+        run.log("warning: no validation images; choosing the best epoch on training images instead")
+    atomic_write_json(
+        run_dir / "settings.json",
+        {
+            "settings": settings.to_dict(),
+            "counts": {
+                "train": len(train_samples),
+                "train_faces": sum(s.box is not None for s in train_samples),
+                "val": len(val_samples),
+                "val_faces": sum(s.box is not None for s in val_samples),
+            },
+            "created": time.time(),
+        },
+    )
+    trainer = _Trainer(train_samples, val_samples, settings, run, callbacks, Path(cache_dir))
+    state = "finished"
+    message = ""
+    try:
+        if not train_samples:
+            raise ValueError(
+                "There are no training images. Label some photos and generate the training set first."
+            )
+        keras.utils.set_random_seed(int(settings.seed))
+        strategy = _make_strategy(settings.strategy)
+        try:
+            if settings.backbone == "compact":
+                trainer.run_compact(strategy)
+            else:
+                trainer.run_vgg16(strategy)
+        except _Stopped:
+            state = "stopped"
+            message = "stopped on request"
+            run.log("stop requested: kept the best weights so far")
+        model = trainer.final_model
+        if model is not None and trainer.best_weights is None and state == "stopped":
+            # Stopped before the first validation: validate what we have so that the file exists.
+            scores, boxes = predict_samples(model, val_samples, settings.input_size, settings.batch_size)
+            run.best_score = validation_score(val_samples, scores, boxes, THRESHOLD)
+            run.best_epoch = trainer.epoch
+            trainer.best_weights = model.get_weights()
+        if model is not None and trainer.best_weights is not None:
+            model.set_weights(trainer.best_weights)
+            save_model_atomic(model, run_dir / "model.keras")
+            run.log(f"saved the best model (epoch {run.best_epoch}, validation score {run.best_score:.4f})")
+            _export(model, run_dir, run, callbacks)
+        if not message:
+            message = f"finished: best epoch {run.best_epoch}, validation score {run.best_score:.4f}"
+        run.status(state, message)
+    except BaseException as exc:
+        msg = str(exc) or type(exc).__name__
+        run.log(f"training failed: {msg}")
+        with open(run_dir / "train.log", "a", encoding="utf-8") as fh:
+            fh.write(traceback.format_exc())
+        run.status("failed", msg)
+        raise
+    seconds = time.time() - t_start
+    run.log(f"{state} in {seconds:.1f}s")
+    return TrainResult(run_dir, state, run.best_epoch, run.best_score, list(run.history), seconds)
+
+
+def _export(model: Any, run_dir: Path, run: _Run, callbacks: TrainCallbacks) -> None:
+    callbacks.on_stage("export", 0, 1)
+    try:
+        from facetrack.export import export_tflite
+    except ImportError:
+        run.log("TFLite export skipped: the export module is not available yet (model.keras is usable)")
+        return
+    try:
+        export_tflite(model, run_dir / "model.tflite")
+        run.log("exported model.tflite")
+    except Exception as exc:  # noqa: BLE001 - export failing must not lose the trained model
+        run.log(f"TFLite export failed ({type(exc).__name__}: {exc}); model.keras is still usable")
+    callbacks.on_stage("export", 1, 1)
+
+
+def clear_feature_cache(cache_dir: Path) -> None:
+    """Delete a feature cache folder (it is rebuilt when needed)."""
+    shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+__all__ = [
+    "BatchProgress",
+    "EpochRecord",
+    "TrainCallbacks",
+    "TrainResult",
+    "TrainSettings",
+    "box_iou",
+    "cached_features",
+    "feature_cache_key",
+    "save_model_atomic",
+    "train",
+]
