@@ -1,0 +1,230 @@
+"""Export a trained model: the ``.keras`` file, or a ``.tflite`` file for live use.
+
+The TFLite file keeps the Keras model's contract: one input, float32 RGB in
+``0..255``, shape ``(1, S, S, 3)`` (the model's preprocessing layer is baked
+in), and two named outputs in the ``serving_default`` signature:
+
+- ``class``: ``(1, 1)`` face probability (sigmoid),
+- ``bbox``: ``(1, 4)`` normalized ``[x1, y1, x2, y2]`` (sigmoid; see
+  :mod:`facetrack.labels` for the box convention).
+
+Readers should map outputs by signature name
+(:func:`facetrack.detect.Detector` does); the shapes ``(1, 1)`` and ``(1, 4)``
+identify them too, so files from elsewhere still load.
+
+Quantization modes (measured on 2 CPU cores, VGG16 at 120x120, LiteRT with
+XNNPACK and 2 threads): ``"none"`` float32, about 44 ms a frame;
+``"dynamic"`` dynamic-range (int8 weights, activations quantized on the fly),
+about 11.5 ms, 4x smaller file, box error about 1e-3; ``"int8"`` full
+integer quantization calibrated on ``representative_images``, about 11 ms.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facetrack.fileio import atomic_write_bytes
+
+QUANTIZE_MODES = ("none", "dynamic", "int8")
+EXPORT_FORMATS = ("keras", "tflite")
+KERAS_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("class", "bbox")
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done; the message says why and what to do."""
+
+
+def model_input_size(model: Any) -> int:
+    """The square input size ``S`` of a model whose input is ``(None, S, S, 3)``."""
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[1] is None or shape[1] != shape[2] or shape[3] != 3:
+        raise ExportError(f"model input must be (None, S, S, 3) with a fixed S, got {shape}")
+    return int(shape[1])
+
+
+def named_outputs(model: Any, outputs: Any) -> dict[str, Any]:
+    """Map a model call's outputs to ``{"class": ..., "bbox": ...}``.
+
+    Accepts a dict (functional model with named outputs) or a list/tuple in
+    ``model.output_names`` order.
+    """
+    if isinstance(outputs, dict):
+        named = dict(outputs)
+    else:
+        names = list(getattr(model, "output_names", []) or [])
+        if not isinstance(outputs, (list, tuple)) or len(names) != len(outputs):
+            raise ExportError("model must have two named outputs, 'class' and 'bbox'")
+        named = dict(zip(names, outputs, strict=True))
+    missing = [n for n in OUTPUT_NAMES if n not in named]
+    if missing:
+        raise ExportError(f"model has no output named {', '.join(missing)} (outputs: {sorted(named)})")
+    return {n: named[n] for n in OUTPUT_NAMES}
+
+
+def _random_calibration(size: int, count: int = 32) -> Iterable[np.ndarray]:
+    rng = np.random.default_rng(0)
+    for _ in range(count):
+        yield rng.uniform(0, 255, (size, size, 3)).astype(np.float32)
+
+
+def tflite_bytes(
+    model: Any,
+    quantize: str = "dynamic",
+    representative_images: Iterable[np.ndarray] | None = None,
+) -> bytes:
+    """Convert ``model`` to TFLite and return the flatbuffer bytes.
+
+    ``representative_images`` (only for ``quantize="int8"``): RGB images
+    ``(S, S, 3)`` in ``0..255`` (any numeric dtype), ideally ~100 real training
+    images. Without them random noise is used, which calibrates poorly.
+    Input and output stay float32 in every mode.
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ExportError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    import keras
+    import tensorflow as tf
+
+    size = model_input_size(model)
+    spec = tf.TensorSpec([1, size, size, 3], tf.float32, name=INPUT_NAME)
+
+    def serve(image: Any) -> dict[str, Any]:
+        return named_outputs(model, model(image, training=False))
+
+    # Keras 3 models convert through a SavedModel (what keras' own LiteRT
+    # export does): from_concrete_functions drops the variables here.
+    with tempfile.TemporaryDirectory(prefix="facetrack-export-") as tmp:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", serve, input_signature=[spec])
+        archive.write_out(tmp, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize in ("dynamic", "int8"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "int8":
+            images = representative_images if representative_images is not None else _random_calibration(size)
+
+            def representative_dataset() -> Iterable[list[np.ndarray]]:
+                for img in images:
+                    arr = np.asarray(img, dtype=np.float32)
+                    if arr.shape != (size, size, 3):
+                        raise ExportError(
+                            f"representative image shape {arr.shape}, expected {(size, size, 3)}"
+                        )
+                    yield [arr[None]]
+
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS,
+            ]
+        try:
+            return converter.convert()
+        except ExportError:
+            raise
+        except Exception as exc:  # the converter raises many types
+            raise ExportError(f"TFLite conversion failed: {exc}") from exc
+
+
+def export_tflite(
+    model: Any,
+    path: Path,
+    quantize: str = "dynamic",
+    representative_images: Iterable[np.ndarray] | None = None,
+) -> Path:
+    """Write ``model`` as a ``.tflite`` file at ``path`` (atomically) and return the path.
+
+    ``model``: a Keras model with input float32 RGB ``0..255``
+    ``(None, S, S, 3)`` and named outputs ``class`` ``(N, 1)`` and ``bbox``
+    ``(N, 4)`` normalized ``[x1, y1, x2, y2]``. ``quantize``: ``"dynamic"``
+    (default, fast on CPU), ``"none"`` (float32) or ``"int8"`` (see
+    :func:`tflite_bytes`). The file's ``serving_default`` signature has input
+    ``image`` ``(1, S, S, 3)`` float32 and outputs ``class`` and ``bbox``.
+    """
+    path = Path(path)
+    data = tflite_bytes(model, quantize=quantize, representative_images=representative_images)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def _load_keras(path: Path) -> Any:
+    try:
+        from facetrack.model import load_model  # registers the custom layers
+    except ImportError:
+        import keras
+
+        def load_model(p: Path) -> Any:
+            return keras.saving.load_model(p, safe_mode=True)
+
+    try:
+        return load_model(path)
+    except Exception as exc:
+        raise ExportError(f"cannot load {path}: {exc}") from exc
+
+
+def _copy_atomic(src: Path, dest: Path) -> Path:
+    if dest.exists() and dest.resolve() == src.resolve():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.copy.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dest)
+    return dest
+
+
+def export_run(
+    run_dir: Path,
+    fmt: str = "tflite",
+    dest: Path | None = None,
+    quantize: str = "dynamic",
+    force: bool = False,
+) -> Path:
+    """Produce the run's model in ``fmt`` (``"keras"`` or ``"tflite"``) and return its path.
+
+    ``run_dir`` holds ``model.keras`` (and maybe ``model.tflite``). For
+    ``"tflite"``, ``run_dir/model.tflite`` is (re)built from ``model.keras``
+    when missing, older than the ``.keras`` file, or ``force`` is set (an
+    existing up-to-date file is reused whatever ``quantize`` says). With
+    ``dest`` the file is also copied there (``dest`` may be a folder; the copy
+    is then named ``<run name>.<ext>``) and that path is returned.
+    Raises :class:`ExportError` when the run or its model is missing.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ExportError(f"run folder {run_dir} does not exist")
+    keras_path = run_dir / KERAS_FILE
+    tflite_path = run_dir / TFLITE_FILE
+    if fmt == "keras":
+        if not keras_path.is_file():
+            raise ExportError(
+                f"run {run_dir.name} has no {KERAS_FILE}: train a model first (or the training failed)"
+            )
+        out = keras_path
+    else:
+        fresh = tflite_path.is_file() and (
+            not keras_path.is_file() or tflite_path.stat().st_mtime >= keras_path.stat().st_mtime
+        )
+        if force or not fresh:
+            if not keras_path.is_file():
+                raise ExportError(
+                    f"run {run_dir.name} has no {KERAS_FILE} to convert: train a model first (or the training failed)"
+                )
+            export_tflite(_load_keras(keras_path), tflite_path, quantize=quantize)
+        out = tflite_path
+    if dest is None:
+        return out
+    dest = Path(dest)
+    if dest.is_dir():
+        dest = dest / f"{run_dir.name}{out.suffix}"
+    return _copy_atomic(out, dest)
