@@ -244,6 +244,18 @@ def _load_keras_model(path: Path) -> Any:
         raise DetectorError(f"cannot load {path}: {exc}") from exc
 
 
+def _settings_input_size(path: Path) -> int | None:
+    """``input_size`` from a run's settings.json (top level or under ``"settings"``)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        for d in (doc, doc.get("settings")):
+            if isinstance(d, dict) and d.get("input_size") is not None:
+                return int(d["input_size"])
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    return None
+
+
 class Detector:
     """A face detector for live frames: one face (or none) per frame.
 
@@ -337,10 +349,7 @@ class Detector:
             det.source = keras_path
         settings = run_dir / "settings.json"
         if settings.is_file():
-            try:
-                expected = json.loads(settings.read_text(encoding="utf-8")).get("input_size")
-            except (OSError, ValueError, AttributeError):
-                expected = None
+            expected = _settings_input_size(settings)
             if expected is not None and int(expected) != det.input_size:
                 raise DetectorError(
                     f"run {run_dir.name}: settings.json says input_size {expected}, the model takes {det.input_size}"

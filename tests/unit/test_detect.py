@@ -279,6 +279,11 @@ def test_from_run_backend_choice_and_errors(run_dir, tmp_path, model):
     (wrong / "settings.json").write_text(json.dumps({"backbone": "vgg16", "input_size": 120}))
     with pytest.raises(DetectorError, match="input_size"):
         Detector.from_run(wrong)
+    (wrong / "settings.json").write_text(json.dumps({"settings": {"backbone": "vgg16", "input_size": 120}}))
+    with pytest.raises(DetectorError, match="input_size"):
+        Detector.from_run(wrong)
+    (wrong / "settings.json").write_text(json.dumps({"settings": {"input_size": SIZE}}))
+    assert Detector.from_run(wrong).input_size == SIZE
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.tflite").write_bytes(b"not a model")
