@@ -97,6 +97,7 @@ class TrainSettings:
     class_loss_weight: float = 0.5
     bbox_loss_weight: float = 1.0
     flip: bool = True
+    export_tflite: bool = True  # also write model.tflite at the end (facetrack.export)
 
     def __post_init__(self) -> None:
         if self.backbone not in _BACKBONE_DEFAULTS:
@@ -714,7 +715,8 @@ def train(
             model.set_weights(trainer.best_weights)
             save_model_atomic(model, run_dir / "model.keras")
             run.log(f"saved the best model (epoch {run.best_epoch}, validation score {run.best_score:.4f})")
-            _export(model, run_dir, run, callbacks)
+            if settings.export_tflite:
+                _export(model, run_dir, run, callbacks)
         if not message:
             message = f"finished: best epoch {run.best_epoch}, validation score {run.best_score:.4f}"
         run.status(state, message)

@@ -1,0 +1,241 @@
+"""Tests of facetrack.train: run folder, callbacks, stop, feature cache, strategies."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facetrack.data import Sample
+from facetrack.labels import Box
+from facetrack.train import (
+    BatchProgress,
+    EpochRecord,
+    TrainCallbacks,
+    TrainSettings,
+    feature_cache_key,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_synthetic(folder: Path, n: int, seed: int = 0, size: int = 48) -> list[Sample]:
+    """Noise images; two of three have a bright ellipse 'face' with its known box."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+        box = None
+        if i % 3:
+            w = rng.uniform(0.3, 0.5)
+            h = min(w * rng.uniform(0.9, 1.3), 0.6)
+            x1, y1 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
+            centre = (int((x1 + w / 2) * size), int((y1 + h / 2) * size))
+            cv2.ellipse(img, centre, (int(w * size / 2), int(h * size / 2)), 0, 0, 360, (230, 200, 170), -1)
+            box = Box(x1, y1, x1 + w, y1 + h)
+        path = folder / f"img{i:04d}.jpg"
+        cv2.imwrite(str(path), img)
+        out.append(Sample(path, box, f"s{i}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    return make_synthetic(root / "train", 96, 0), make_synthetic(root / "val", 24, 1)
+
+
+class Recorder(TrainCallbacks):
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.batches: list[BatchProgress] = []
+        self.epochs: list[EpochRecord] = []
+        self.stages: list[tuple[str, int, int]] = []
+        self.stop_after = stop_after
+
+    def on_stage(self, name, done, total):
+        self.stages.append((name, done, total))
+
+    def on_batch(self, progress):
+        self.batches.append(progress)
+
+    def on_epoch(self, record):
+        self.epochs.append(record)
+
+    def should_stop(self):
+        return self.stop_after is not None and len(self.batches) >= self.stop_after
+
+
+def test_settings_defaults_and_round_trip():
+    c = TrainSettings(backbone="compact")
+    v = TrainSettings(backbone="vgg16")
+    assert c.epochs and v.epochs and c.learning_rate and c.batch_size and c.patience
+    assert TrainSettings.from_dict({**c.to_dict(), "unknown": 1}) == c
+    assert TrainSettings(backbone="compact", weights=None).weights == "none"
+    with pytest.raises(ValueError):
+        TrainSettings(backbone="resnet")
+    with pytest.raises(ValueError):
+        TrainSettings(strategy="tpu")
+
+
+def test_compact_end_to_end(tmp_path, data):
+    from facetrack.model import load_model
+
+    tr, va = data
+    run = tmp_path / "runs" / "r1"
+    rec = Recorder()
+    s = TrainSettings(backbone="compact", weights="none", input_size=32, epochs=4, batch_size=16, patience=10)
+    result = train(tr, va, s, run, rec)
+    assert result.state == "finished"
+    for name in ("settings.json", "history.csv", "model.keras", "train.log", "status.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert len(rows) == 4 == len(result.history) == len(rec.epochs)
+    assert set(rows[0]) >= {
+        "epoch",
+        "loss",
+        "class_loss",
+        "bbox_loss",
+        "val_loss",
+        "val_score",
+        "val_mean_iou",
+    }
+    assert result.history[-1].loss < result.history[0].loss
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["epoch"] == 4 and status["pid"] == os.getpid()
+    assert status["best_epoch"] == result.best_epoch
+    assert status["best_val_score"] == pytest.approx(max(r.val_score for r in result.history))
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["settings"]["backbone"] == "compact" and settings["counts"]["train"] == len(tr)
+    assert len(rec.batches) == 4 * 6  # 96 images / 16
+    assert rec.batches[-1].eta_seconds is not None and rec.batches[-1].batches == 6
+    model = load_model(run / "model.keras")
+    assert model.input_shape == (None, 32, 32, 3)
+    log = (run / "train.log").read_text()
+    assert "epoch 4/4" in log and "saved the best model" in log
+
+
+def test_stop_after_one_batch_keeps_a_model(tmp_path, data):
+    tr, va = data
+    run = tmp_path / "run"
+    rec = Recorder(stop_after=1)
+    s = TrainSettings(
+        backbone="compact", weights="none", input_size=32, export_tflite=False, epochs=3, batch_size=16
+    )
+    result = train(tr, va, s, run, rec)
+    assert result.state == "stopped"
+    assert len(rec.batches) == 1
+    assert (run / "model.keras").is_file()
+    assert json.loads((run / "status.json").read_text())["state"] == "stopped"
+
+
+def test_vgg16_feature_cache_is_reused(tmp_path, data):
+    tr, va = data
+    cache = tmp_path / "cache"
+    s = TrainSettings(
+        backbone="vgg16", weights="none", input_size=32, export_tflite=False, epochs=2, batch_size=16
+    )
+    first = Recorder()
+    r1 = train(tr, va, s, tmp_path / "a", first, cache_dir=cache)
+    assert r1.state == "finished" and (tmp_path / "a" / "model.keras").is_file()
+    key = feature_cache_key(tr, "vgg16", "none", 32)
+    feats = cache / key / "features.npy"
+    assert feats.is_file() and np.load(feats, mmap_mode="r").shape == (len(tr), 1, 1, 512)
+    mtime = feats.stat().st_mtime_ns
+    assert [st for st in first.stages if st[0] == "features"][0] == ("features", 0, len(tr))
+    second = Recorder()
+    train(tr, va, s, tmp_path / "b", second, cache_dir=cache)
+    assert feats.stat().st_mtime_ns == mtime
+    # reused: reported done at once, no incremental progress
+    assert [st for st in second.stages if st[0] == "features"] == [("features", len(tr), len(tr))]
+    # default cache location is the project's cache folder (runs/<run> -> ../../cache/features)
+    proj = tmp_path / "proj"
+    train(
+        tr,
+        va,
+        TrainSettings(backbone="vgg16", weights="none", input_size=32, export_tflite=False, epochs=1),
+        proj / "runs" / "x",
+    )
+    assert (proj / "cache" / "features" / key / "done.json").is_file()
+
+
+def test_cache_key_changes_with_files(tmp_path, data):
+    tr, _ = data
+    k1 = feature_cache_key(tr, "vgg16", "none", 32)
+    assert k1 != feature_cache_key(tr, "vgg16", "none", 64)
+    assert k1 != feature_cache_key(tr[:-1], "vgg16", "none", 32)
+    copy = make_synthetic(tmp_path / "copy", 3)
+    k = feature_cache_key(copy, "vgg16", "none", 32)
+    os.utime(copy[0].path, ns=(1, 1))
+    assert feature_cache_key(copy, "vgg16", "none", 32) != k
+
+
+def test_vgg16_fine_tune_runs(tmp_path, data):
+    tr, va = data
+    s = TrainSettings(
+        backbone="vgg16",
+        weights="none",
+        input_size=32,
+        export_tflite=False,
+        epochs=1,
+        fine_tune=True,
+        fine_tune_epochs=1,
+        batch_size=32,
+    )
+    rec = Recorder()
+    result = train(tr[:32], va, s, tmp_path / "ft", rec, cache_dir=tmp_path / "c")
+    assert [r.phase for r in result.history] == ["head", "fine_tune"]
+    assert result.state == "finished"
+
+
+def test_failure_is_recorded(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="no training images"):
+        train([], [], TrainSettings(backbone="compact"), run)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "no training images" in status["message"]
+
+
+def test_mirrored_strategy_on_two_cpu_devices(tmp_path, data):
+    tr, va = data
+    listing = tmp_path / "samples.json"
+    listing.write_text(
+        json.dumps(
+            {
+                k: [[str(s.path), s.box.to_list() if s.box else None] for s in v]
+                for k, v in (("tr", tr), ("va", va))
+            }
+        )
+    )
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from pathlib import Path
+        from facetrack.data import Sample
+        from facetrack.labels import Box
+        from facetrack.train import TrainSettings, train, _make_strategy
+        assert _make_strategy("mirrored").num_replicas_in_sync == 2
+        d = json.loads(Path({str(listing)!r}).read_text())
+        mk = lambda rows: [Sample(Path(p), Box(*b) if b else None) for p, b in rows]
+        s = TrainSettings(backbone="compact", weights="none", input_size=32, export_tflite=False, epochs=1, batch_size=16, strategy="mirrored")
+        r = train(mk(d["tr"]), mk(d["va"]), s, Path({str(tmp_path / "run")!r}))
+        print("STATE", r.state, len(r.history))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert "STATE finished 1" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
