@@ -69,10 +69,9 @@ def file_lock(path: Path) -> Iterator[None]:
     key = str(path.resolve())
     with _thread_locks_guard:
         tlock = _thread_locks.setdefault(key, threading.Lock())
-    with tlock:
-        with open(path, "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with tlock, open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

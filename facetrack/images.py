@@ -54,7 +54,9 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name}: the image declares an enormous size and was refused") from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{name}: not an image FaceTrack can read (JPEG, PNG, BMP, WebP, TIFF, GIF)") from exc
+        raise ImageError(
+            f"{name}: not an image FaceTrack can read (JPEG, PNG, BMP, WebP, TIFF, GIF)"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: the image is corrupt or truncated ({exc})") from exc
     try:

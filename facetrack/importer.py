@@ -81,7 +81,9 @@ def import_folder(project: Project, src: Path, progress: Progress | None = None)
     return _import_entries(project, entries, progress)
 
 
-def import_zip(project: Project, data: bytes, name: str = "upload.zip", progress: Progress | None = None) -> ImportReport:
+def import_zip(
+    project: Project, data: bytes, name: str = "upload.zip", progress: Progress | None = None
+) -> ImportReport:
     """Import a zip of images and labelme JSON, refusing zip bombs and unsafe member names."""
     report = ImportReport()
     entries = _zip_entries(data, name, report)
@@ -132,7 +134,11 @@ def _zip_entries(data: bytes, name: str, report: ImportReport) -> list[_Entry]:
         if info.file_size > MAX_FILE_BYTES:
             report.skipped.append((f"{name}:{member}", f"larger than {MAX_FILE_BYTES // 2**20} MB unpacked"))
             continue
-        if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO and info.file_size > 2**20:
+        if (
+            info.compress_size
+            and info.file_size / info.compress_size > MAX_ZIP_RATIO
+            and info.file_size > 2**20
+        ):
             report.skipped.append((f"{name}:{member}", "compressed suspiciously well (zip bomb); ignored"))
             continue
 

@@ -63,7 +63,11 @@ class Box:
         if width <= 0 or height <= 0:
             raise LabelError(f"image size {width}x{height} is not valid")
         try:
-            flat = [float(v) for pair in points for v in pair] if _is_pairs(points) else [float(v) for v in points]
+            flat = (
+                [float(v) for pair in points for v in pair]
+                if _is_pairs(points)
+                else [float(v) for v in points]
+            )
         except (TypeError, ValueError) as exc:
             raise LabelError(f"box points {points!r} are not numbers") from exc
         if len(flat) != 4 or any(v != v for v in flat):  # v != v catches NaN
@@ -170,8 +174,16 @@ def parse_labelme(doc: Any, source: str = "label") -> Label:
     if missing:
         raise LabelError(f"{source}: not a labelme file (missing {', '.join(missing)})")
     width, height = doc["imageWidth"], doc["imageHeight"]
-    if not isinstance(width, int) or not isinstance(height, int) or isinstance(width, bool) or width <= 0 or height <= 0:
-        raise LabelError(f"{source}: imageWidth/imageHeight must be positive integers, got {width!r}x{height!r}")
+    if (
+        not isinstance(width, int)
+        or not isinstance(height, int)
+        or isinstance(width, bool)
+        or width <= 0
+        or height <= 0
+    ):
+        raise LabelError(
+            f"{source}: imageWidth/imageHeight must be positive integers, got {width!r}x{height!r}"
+        )
     if not isinstance(doc["shapes"], list):
         raise LabelError(f"{source}: 'shapes' must be a list")
     image_path = doc.get("imagePath") or ""

@@ -402,4 +402,3 @@ def _check_id(image_id: str) -> str:
 def stable_hash(text: str) -> int:
     """A hash of ``text`` that is the same in every process (unlike ``hash``)."""
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
-

@@ -1,0 +1,426 @@
+"""Augmentation: what the app's sliders set, the albumentations pipeline, preview and generation.
+
+Only the train split is augmented. Validation and test images are stored once,
+resized to the same square size without any other change, so a model is never
+trained on a copy of an image it is tested on.
+
+Visibility rule: a crop or rotation that leaves less than
+``AugmentSettings.min_visibility`` (60% by default) of a face's box area inside
+the image drops that box, and the copy becomes a "no face" example. Boxes that
+stay are clipped to the image. Boxes are normalized ``[x1, y1, x2, y2]``.
+
+Layout on disk (``<project>/augmented/``)::
+
+    settings.json                   the AugmentSettings used
+    train/<image id>_<k>.jpg        k = 0 .. copies_per_image - 1
+    train/<image id>.json           {"source", "split", "key", "copies": [{"file", "box"}]}
+    val/<image id>_0.jpg, val/<image id>.json, test/... the same with one plain copy
+
+The per-image JSON is written last, so it marks a finished image: generation
+resumes by skipping images whose JSON matches the current settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facetrack.data import Sample
+from facetrack.fileio import atomic_write_bytes, atomic_write_json, read_json
+from facetrack.images import encode_jpeg, read_rgb
+from facetrack.labels import Box, LabelError
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import albumentations as A
+
+AUGMENTED_SPLITS = ("train", "val", "test")
+JPEG_QUALITY = 92
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Every knob the augment page shows. Probabilities are in [0, 1]."""
+
+    copies_per_image: int = 20  # augmented copies of each training photo (the tutorial made 60)
+    output_size: int = 160  # side of the square images written (>= the model's input size)
+    crop_probability: float = 0.8  # share of copies that are a random crop (others: the whole photo)
+    crop_scale_min: float = 0.3  # smallest crop, as a share of the photo's area
+    horizontal_flip: bool = True  # mirror half of the copies
+    vertical_flip: bool = False  # faces are not upside down: off by default
+    brightness: float = 0.2  # +- share of full brightness
+    contrast: float = 0.2  # +- share
+    color_probability: float = 0.5  # chance of a brightness/contrast change
+    gamma: int = 20  # +- percent
+    rgb_shift: int = 15  # +- levels per channel (0..255)
+    blur_probability: float = 0.1  # chance of a slight blur
+    rotation: int = 10  # +- degrees
+    min_visibility: float = 0.6  # a face box keeping less than this share becomes "no face"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.copies_per_image <= 500:
+            problems.append("copies per image must be between 1 and 500")
+        if not 32 <= self.output_size <= 1024:
+            problems.append("output size must be between 32 and 1024 pixels")
+        for name in (
+            "crop_probability",
+            "crop_scale_min",
+            "color_probability",
+            "blur_probability",
+            "min_visibility",
+        ):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be between 0 and 1")
+        if self.crop_scale_min <= 0.0:
+            problems.append("crop_scale_min must be above 0")
+        if not 0 <= self.rotation <= 45:
+            problems.append("rotation must be between 0 and 45 degrees")
+        if not 0 <= self.gamma <= 90:
+            problems.append("gamma must be between 0 and 90 percent")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> AugmentSettings:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+    def key(self) -> str:
+        """A short hash of the settings; changes whenever any setting changes."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def build_pipeline(settings: AugmentSettings) -> A.Compose:
+    """The albumentations pipeline for the train split (square ``output_size`` images)."""
+    s = settings.output_size
+    transforms: list[Any] = []
+    if settings.rotation > 0:
+        transforms.append(
+            A.Rotate(
+                limit=(-settings.rotation, settings.rotation),
+                rotate_method="ellipse",
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=0.5,
+            )
+        )
+    transforms.append(
+        A.OneOf(
+            [
+                A.RandomResizedCrop(
+                    size=(s, s), scale=(settings.crop_scale_min, 1.0), ratio=(0.6, 1.6), p=1.0
+                ),
+                A.Resize(s, s),
+            ],
+            p=1.0,
+        )
+    )
+    # OneOf picks by the children's p; set them so the crop happens crop_probability of the time
+    transforms[-1].transforms[0].p = max(settings.crop_probability, 1e-6)
+    transforms[-1].transforms[1].p = max(1.0 - settings.crop_probability, 1e-6)
+    if settings.horizontal_flip:
+        transforms.append(A.HorizontalFlip(p=0.5))
+    if settings.vertical_flip:
+        transforms.append(A.VerticalFlip(p=0.5))
+    if settings.brightness > 0 or settings.contrast > 0:
+        transforms.append(
+            A.RandomBrightnessContrast(
+                brightness_limit=settings.brightness,
+                contrast_limit=settings.contrast,
+                p=settings.color_probability,
+            )
+        )
+    if settings.gamma > 0:
+        transforms.append(A.RandomGamma(gamma_limit=(100 - settings.gamma, 100 + settings.gamma), p=0.3))
+    if settings.rgb_shift > 0:
+        lim = (-settings.rgb_shift, settings.rgb_shift)
+        transforms.append(A.RGBShift(r_shift_limit=lim, g_shift_limit=lim, b_shift_limit=lim, p=0.3))
+    if settings.blur_probability > 0:
+        transforms.append(A.GaussianBlur(blur_limit=(3, 5), p=settings.blur_probability))
+    return A.Compose(
+        transforms,
+        bbox_params=A.BboxParams(
+            format="albumentations",
+            label_fields=["labels"],
+            min_visibility=settings.min_visibility,
+            clip=True,
+            filter_invalid_bboxes=True,
+        ),
+        seed=settings.seed,
+        strict=True,
+    )
+
+
+def _working_copy(rgb: np.ndarray, output_size: int) -> np.ndarray:
+    """Downscale big photos once so that crops are not computed on millions of useless pixels."""
+    h, w = rgb.shape[:2]
+    limit = 3 * output_size
+    if min(h, w) <= limit:
+        return rgb
+    scale = limit / min(h, w)
+    return cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+
+def augment_image(
+    rgb: np.ndarray, box: Box | None, settings: AugmentSettings, count: int, seed: int
+) -> list[tuple[np.ndarray, Box | None]]:
+    """``count`` augmented copies of one RGB photo, each with its face box or None."""
+    pipeline = build_pipeline(settings)
+    pipeline.set_random_seed(seed)
+    work = _working_copy(rgb, settings.output_size)
+    bboxes = [box.to_list()] if box is not None else []
+    labels = ["face"] * len(bboxes)
+    out = []
+    for _ in range(count):
+        result = pipeline(
+            image=work, bboxes=np.asarray(bboxes, dtype=np.float32).reshape(-1, 4), labels=labels
+        )
+        out.append((result["image"], _first_box(result["bboxes"])))
+    return out
+
+
+def _first_box(bboxes: Any) -> Box | None:
+    for values in np.asarray(bboxes, dtype=np.float64).reshape(-1, 4):
+        try:
+            return Box.from_normalized(values)
+        except LabelError:
+            continue
+    return None
+
+
+def plain_copy(rgb: np.ndarray, output_size: int) -> np.ndarray:
+    """The whole photo resized to a square (as the live detector sees whole frames)."""
+    return cv2.resize(rgb, (output_size, output_size), interpolation=cv2.INTER_AREA)
+
+
+def preview(
+    rgb: np.ndarray, box: Box | None, settings: AugmentSettings, count: int = 8, seed: int | None = None
+) -> list[tuple[np.ndarray, Box | None]]:
+    """A few augmented copies for the sliders' live preview (fast: one photo, in process)."""
+    return augment_image(rgb, box, settings, count, settings.seed if seed is None else seed)
+
+
+# -- generation -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerateReport:
+    """What :func:`generate` did."""
+
+    done: int  # images processed in this call
+    skipped: int  # images already generated with the same settings (resumed)
+    failed: list[tuple[str, str]]  # (image id, reason)
+    counts: dict[str, int]  # samples per split after generation
+    stopped: bool = False
+
+
+Progress = Callable[[int, int], None]
+
+
+def _task(
+    image_path: str, box: list[float] | None, split: str, settings_doc: dict, out_dir: str, key: str
+) -> tuple[str, str | None]:
+    """Augment one photo and write its copies; runs in a worker process. Returns (id, error)."""
+    image_id = Path(image_path).stem
+    try:
+        settings = AugmentSettings.from_dict(settings_doc)
+        rgb = read_rgb(image_path)
+        face = Box(*box) if box is not None else None
+        if split == "train":
+            copies = augment_image(
+                rgb, face, settings, settings.copies_per_image, _seed(settings.seed, image_id)
+            )
+        else:
+            copies = [(plain_copy(rgb, settings.output_size), face)]
+        folder = Path(out_dir) / split
+        entries = []
+        for k, (img, b) in enumerate(copies):
+            name = f"{image_id}_{k}.jpg"
+            atomic_write_bytes(folder / name, encode_jpeg(img, JPEG_QUALITY))
+            entries.append({"file": name, "box": None if b is None else [round(v, 6) for v in b.to_list()]})
+        atomic_write_json(
+            folder / f"{image_id}.json", {"source": image_id, "split": split, "key": key, "copies": entries}
+        )
+        return image_id, None
+    except Exception as exc:  # reported per image; the rest proceeds
+        return image_id, f"{type(exc).__name__}: {exc}"
+
+
+def _seed(base: int, image_id: str) -> int:
+    return (base * 1_000_003 + int(hashlib.sha256(image_id.encode()).hexdigest()[:8], 16)) % (2**31)
+
+
+def generate(
+    project: Any,
+    settings: AugmentSettings,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    workers: int | None = None,
+) -> GenerateReport:
+    """Generate the augmented set of ``project`` (a :class:`facetrack.workspace.Project`).
+
+    Resumable: images already generated with the same settings are skipped; a
+    change of settings regenerates everything. Runs ``workers`` processes
+    (default: one per CPU core; 0 = in this process). ``progress(done, total)``
+    is called as images finish; ``should_stop()`` ends the run early (what is
+    finished stays).
+    """
+    out = project.augmented_dir
+    key = settings.key()
+    settings_path = out / "settings.json"
+    try:
+        old_key = read_json(settings_path).get("key")
+    except (FileNotFoundError, ValueError, AttributeError):
+        old_key = None
+    if old_key != key and out.exists():
+        shutil.rmtree(out)
+    atomic_write_json(settings_path, {"key": key, "settings": settings.to_dict()})
+
+    split = project.split()
+    tasks = []
+    skipped = 0
+    for image_id, side in sorted(split.items()):
+        boxes = project.boxes(image_id)
+        if boxes is None:
+            continue
+        marker = out / side / f"{image_id}.json"
+        if _marker_ok(marker, key):
+            skipped += 1
+            continue
+        box = boxes[0].to_list() if boxes else None
+        tasks.append((str(project.image_path(image_id)), box, side, settings.to_dict(), str(out), key))
+    _prune(out, split)
+
+    total = len(tasks) + skipped
+    failed: list[tuple[str, str]] = []
+    done = 0
+    stopped = False
+    if progress:
+        progress(skipped, total)
+    n_workers = min(os.cpu_count() or 1, 4) if workers is None else workers
+    if n_workers <= 0 or len(tasks) < 8:
+        for t in tasks:
+            if should_stop and should_stop():
+                stopped = True
+                break
+            _, err = _task(*t)
+            done += 1
+            if err:
+                failed.append((Path(t[0]).stem, err))
+            if progress:
+                progress(skipped + done, total)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold TensorFlow threads
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            pending: set[Future] = set()
+            queue = list(reversed(tasks))
+            while queue or pending:
+                while queue and len(pending) < 4 * n_workers and not stopped:
+                    pending.add(pool.submit(_task, *queue.pop()))
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    image_id, err = f.result()
+                    done += 1
+                    if err:
+                        failed.append((image_id, err))
+                if progress and finished:
+                    progress(skipped + done, total)
+                if should_stop and should_stop() and not stopped:
+                    stopped = True
+                    queue.clear()
+    return GenerateReport(done=done, skipped=skipped, failed=failed, counts=counts(project), stopped=stopped)
+
+
+def _marker_ok(marker: Path, key: str) -> bool:
+    try:
+        doc = read_json(marker)
+    except (FileNotFoundError, ValueError):
+        return False
+    if doc.get("key") != key:
+        return False
+    return all((marker.parent / c["file"]).exists() for c in doc.get("copies", []))
+
+
+def _prune(out: Path, split: dict[str, str]) -> None:
+    """Remove generated files of photos that were deleted or that sit on another side now."""
+    for side in AUGMENTED_SPLITS:
+        folder = out / side
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            image_id = path.stem.rsplit("_", 1)[0] if path.suffix == ".jpg" else path.stem
+            if split.get(image_id) != side:
+                path.unlink(missing_ok=True)
+
+
+def load_samples(project: Any, side: str) -> list[Sample]:
+    """The generated samples of one split, for training and evaluation.
+
+    Only images still in the project and still on ``side`` of its split are
+    returned; the train side gives augmented copies, val/test one plain copy.
+    """
+    if side not in AUGMENTED_SPLITS:
+        raise ValueError(f"split must be one of {AUGMENTED_SPLITS}")
+    folder = project.augmented_dir / side
+    if not folder.is_dir():
+        return []
+    split = project.split()
+    try:
+        key = read_json(project.augmented_dir / "settings.json").get("key")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return []
+    samples = []
+    for marker in sorted(folder.glob("*.json")):
+        if split.get(marker.stem) != side:
+            continue
+        try:
+            doc = read_json(marker)
+        except ValueError:
+            continue
+        if doc.get("key") != key:
+            continue
+        for c in doc.get("copies", []):
+            path = folder / c["file"]
+            if path.exists():
+                box = Box.from_normalized(c["box"]) if c.get("box") else None
+                samples.append(Sample(path=path, box=box, source_id=marker.stem))
+    return samples
+
+
+def counts(project: Any) -> dict[str, int]:
+    """Number of generated samples per split, and faces among them."""
+    result = {}
+    for side in AUGMENTED_SPLITS:
+        samples = load_samples(project, side)
+        result[side] = len(samples)
+        result[f"{side}_faces"] = sum(s.has_face for s in samples)
+    return result
+
+
+def is_stale(project: Any) -> bool:
+    """True when labelled photos are not yet in the generated set (it needs a Generate)."""
+    try:
+        key = read_json(project.augmented_dir / "settings.json").get("key")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return True
+    for image_id, side in project.split().items():
+        if not _marker_ok(project.augmented_dir / side / f"{image_id}.json", key):
+            return True
+    return False
