@@ -9,6 +9,7 @@ re-encoded as JPEG by :func:`encode_jpeg`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
@@ -59,10 +60,8 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: the image is corrupt or truncated ({exc})") from exc
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block is not a reason to refuse the pixels
         img = ImageOps.exif_transpose(img)
-    except Exception:  # a broken EXIF block is not a reason to refuse the pixels
-        pass
     arr = _to_rgb8(img)
     if min(arr.shape[:2]) < MIN_SIDE:
         raise ImageError(f"{name}: {arr.shape[1]}x{arr.shape[0]} pixels is too small (at least {MIN_SIDE})")
