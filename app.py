@@ -1,0 +1,25 @@
+"""FaceTrack: build your own face detector in the browser.
+
+Run with ``streamlit run app.py``. This file is only the router: page config,
+the optional password, the sidebar project picker and the navigation.
+"""
+
+import streamlit as st
+
+from ui.common import require_password, sidebar_project_picker
+
+st.set_page_config(page_title="FaceTrack", page_icon=":material/face:", layout="wide")
+require_password()
+
+pages = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/capture.py", title="1. Capture", icon=":material/photo_camera:"),
+    st.Page("pages/label.py", title="2. Label", icon=":material/crop_free:"),
+    st.Page("pages/augment.py", title="3. Augment", icon=":material/auto_awesome:"),
+    st.Page("pages/train.py", title="4. Train", icon=":material/model_training:"),
+    st.Page("pages/evaluate.py", title="5. Evaluate", icon=":material/fact_check:"),
+    st.Page("pages/live.py", title="6. Live", icon=":material/videocam:"),
+]
+nav = st.navigation(pages)
+sidebar_project_picker()
+nav.run()

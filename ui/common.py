@@ -1,0 +1,116 @@
+"""Shared page pieces: the current project, the password gate, headers and friendly errors.
+
+The current project lives in ``st.session_state["project"]`` and in the
+``?project=`` query parameter, so a browser reload keeps it. Pages call
+:func:`current_project` and stop with a hint when there is none.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from facetrack.workspace import Project, WorkspaceError, list_projects, open_project, workspace_root
+
+PASSWORD_ENV = "FACETRACK_PASSWORD"
+
+
+def configured_password() -> str | None:
+    """The demo password from ``$FACETRACK_PASSWORD`` or ``secrets.toml`` (``password = "..."``), if any."""
+    value = os.environ.get(PASSWORD_ENV)
+    if value:
+        return value
+    try:
+        value = st.secrets.get("password")
+    except Exception:  # no secrets.toml: no password
+        value = None
+    return str(value) if value else None
+
+
+def require_password() -> None:
+    """Stop the page until the visitor gives the configured password (no-op without one)."""
+    password = configured_password()
+    if not password or st.session_state.get("authenticated"):
+        return
+    st.title("FaceTrack")
+    st.write("This FaceTrack is protected by a password. Ask the person running the demo.")
+    with st.form("login"):
+        given = st.text_input("Password", type="password")
+        ok = st.form_submit_button("Enter")
+    if ok:
+        if hmac.compare_digest(given.encode(), password.encode()):
+            st.session_state["authenticated"] = True
+            st.rerun()
+        st.error("That password is not right.")
+    st.stop()
+
+
+def current_project() -> Project | None:
+    """The project picked in the sidebar (or in the URL), or None."""
+    name = st.session_state.get("project") or st.query_params.get("project")
+    if not name:
+        return None
+    try:
+        project = open_project(name, workspace_root())
+    except WorkspaceError:
+        st.session_state.pop("project", None)
+        return None
+    st.session_state["project"] = project.name
+    return project
+
+
+def select_project(name: str | None) -> None:
+    """Make ``name`` the current project (None: no project)."""
+    if name:
+        st.session_state["project"] = name
+        st.query_params["project"] = name
+    else:
+        st.session_state.pop("project", None)
+        st.query_params.pop("project", None)
+
+
+def require_project() -> Project:
+    """The current project, or a hint to create one and ``st.stop()``."""
+    project = current_project()
+    if project is None:
+        st.info("Pick or create a project first, on the Home page or in the sidebar.")
+        st.page_link("pages/home.py", label="Go to Home", icon=":material/home:")
+        st.stop()
+    return project
+
+
+def sidebar_project_picker() -> None:
+    """The project picker in the sidebar, on every page."""
+    names = list_projects(workspace_root())
+    current = current_project()
+    with st.sidebar:
+        if not names:
+            st.caption("No project yet: create one on the Home page.")
+            return
+        index = names.index(current.name) if current and current.name in names else None
+        choice = st.selectbox(
+            "Project", names, index=index, placeholder="Pick a project", key="sidebar_project"
+        )
+        if choice and (current is None or choice != current.name):
+            select_project(choice)
+            st.rerun()
+
+
+def header(title: str, explanation: str) -> None:
+    """Page title and the one sentence that says what the page is for."""
+    st.title(title)
+    st.caption(explanation)
+
+
+def run_label(run_dir: Path) -> str:
+    """A readable name for a run folder (``20261128-141500-vgg16`` -> ``2026-11-28 14:15 vgg16``)."""
+    name = run_dir.name
+    parts = name.split("-", 2)
+    if len(parts) >= 2 and len(parts[0]) == 8 and len(parts[1]) == 6:
+        d, t = parts[0], parts[1]
+        rest = parts[2] if len(parts) > 2 else ""
+        return f"{d[:4]}-{d[4:6]}-{d[6:]} {t[:2]}:{t[2:4]} {rest}".strip()
+    return name
