@@ -282,6 +282,7 @@ class Detector:
         self.backend = backend
         self.resize = resize
         self.source = source
+        self.fallback_reason = ""  # why "auto" chose Keras over a present .tflite
         self._lock = threading.Lock()
         self._buf = np.empty((1, self.input_size, self.input_size, 3), np.float32)
         self._threshold = 0.5
@@ -325,7 +326,8 @@ class Detector:
         """Load a run folder's model.
 
         ``backend="auto"``: LiteRT on ``model.tflite`` when present, else the
-        Keras ``model.keras``. ``"litert"`` / ``"keras"`` force one (error if
+        Keras ``model.keras`` (also when the ``.tflite`` cannot be loaded;
+        ``fallback_reason`` then says why). ``"litert"`` / ``"keras"`` force one (error if
         its file is missing). The input size comes from the model itself
         (``settings.json``'s ``input_size`` is checked against it).
         """
@@ -333,20 +335,29 @@ class Detector:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         run_dir = Path(run_dir)
         tflite_path, keras_path = run_dir / TFLITE_FILE, run_dir / KERAS_FILE
+        fallback_reason = ""
+        det: Detector | None = None
         if backend == "auto":
             backend = "litert" if tflite_path.is_file() else "keras"
+            if backend == "litert" and keras_path.is_file():
+                try:  # a broken .tflite (or no LiteRT) falls back to the Keras model
+                    det = cls.from_tflite(tflite_path, threshold, num_threads, resize)
+                except (DetectorError, ImportError) as exc:
+                    backend, fallback_reason = "keras", str(exc)
         if backend == "litert":
             if not tflite_path.is_file():
                 raise DetectorError(
                     f"run {run_dir.name} has no {TFLITE_FILE}: export it with "
                     f"`python -m facetrack export --run {run_dir} --format tflite`"
                 )
-            det = cls.from_tflite(tflite_path, threshold, num_threads, resize)
+            if det is None:
+                det = cls.from_tflite(tflite_path, threshold, num_threads, resize)
         else:
             if not keras_path.is_file():
                 raise DetectorError(f"run {run_dir.name} has no {KERAS_FILE}: train a model first")
             det = cls.from_keras_model(_load_keras_model(keras_path), threshold, resize)
             det.source = keras_path
+            det.fallback_reason = fallback_reason
         settings = run_dir / "settings.json"
         if settings.is_file():
             expected = _settings_input_size(settings)

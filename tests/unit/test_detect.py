@@ -289,6 +289,13 @@ def test_from_run_backend_choice_and_errors(run_dir, tmp_path, model):
     (broken / "model.tflite").write_bytes(b"not a model")
     with pytest.raises(DetectorError):
         Detector.from_run(broken)
+    # auto falls back to the Keras model when the .tflite is broken; forcing litert does not
+    model.save(broken / "model.keras")
+    det = Detector.from_run(broken)
+    assert det.backend == "keras" and "model.tflite" in det.fallback_reason
+    with pytest.raises(DetectorError):
+        Detector.from_run(broken, backend="litert")
+    assert Detector.from_run(run_dir).fallback_reason == ""
 
 
 def test_detector_is_thread_safe(run_dir):
