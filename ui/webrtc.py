@@ -17,10 +17,18 @@ then makes no network request for the camera at all.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import streamlit as st
+
+from facetrack.workspace import Project
+
+FRAME_MAX_AGE_S = 2.0  # a frame older than this means the camera stopped
 
 
 def _ice_servers_from(raw: Any) -> list[dict[str, Any]]:
@@ -75,3 +83,84 @@ def connection_hint(expanded: bool = False) -> None:
     """Show, in an expander, what to try when the camera does not connect (text: CONNECTION_HINT)."""
     with st.expander("Camera not connecting? What to try", expanded=expanded, icon=":material/help:"):
         st.markdown(CONNECTION_HINT)
+
+
+# -- the frame grabber: shared by the WebRTC thread and the page ------------------------
+@dataclass
+class FrameGrabber:
+    """The newest camera frame, written by the WebRTC worker thread, read by the page.
+
+    ``put`` runs on streamlit-webrtc's frame thread (never calls ``st.*``);
+    ``latest`` runs on the script thread. Both hold ``lock``.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    frame: np.ndarray | None = None  # BGR, the camera's own resolution
+    at: float = 0.0
+    count: int = 0
+
+    def put(self, bgr: np.ndarray) -> None:
+        with self.lock:
+            self.frame = bgr
+            self.at = time.monotonic()
+            self.count += 1
+
+    def latest(self, max_age: float = FRAME_MAX_AGE_S) -> np.ndarray | None:
+        """A copy of the newest frame, or None when there is none this fresh."""
+        with self.lock:
+            if self.frame is None or time.monotonic() - self.at > max_age:
+                return None
+            return self.frame.copy()
+
+
+def grabber_for(project: Project) -> FrameGrabber:
+    """This browser session's grabber for ``project`` (kept in session state across reruns)."""
+    key = f"capture_grabber_{project.name}"
+    if key not in st.session_state:
+        st.session_state[key] = FrameGrabber()
+    return st.session_state[key]
+
+
+def save_frame(project: Project, bgr: np.ndarray, burst: str | None = None) -> str:
+    """Store one camera frame (BGR, full resolution) and return its image id."""
+    return project.add_image(bgr, color="bgr", origin="camera", burst=burst).id
+
+
+# -- burst: N photos, one every T seconds, one burst id ----------------------------------
+@dataclass
+class Burst:
+    burst_id: str
+    total: int
+    interval: float
+    taken: int = 0
+    next_at: float = 0.0
+    missed: int = 0  # ticks with no fresh frame
+
+    @property
+    def done(self) -> bool:
+        return self.taken >= self.total
+
+
+def new_burst(total: int, interval: float, now: float | None = None) -> Burst:
+    now = time.time() if now is None else now
+    return Burst(
+        burst_id=time.strftime("burst-%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now * 1000) % 1000:03d}",
+        total=int(total),
+        interval=float(interval),
+        next_at=time.monotonic(),
+    )
+
+
+def burst_tick(project: Project, burst: Burst, grabber: FrameGrabber, now: float | None = None) -> bool:
+    """Take the burst's next photo when it is due; True when one was saved."""
+    now = time.monotonic() if now is None else now
+    if burst.done or now < burst.next_at:
+        return False
+    frame = grabber.latest()
+    if frame is None:
+        burst.missed += 1
+        return False
+    save_frame(project, frame, burst=burst.burst_id)
+    burst.taken += 1
+    burst.next_at = max(burst.next_at + burst.interval, now + burst.interval * 0.5)
+    return True
