@@ -53,7 +53,9 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: the image declares an enormous size and was refused") from exc
+        raise ImageError(
+            f"{name}: the image declares an enormous pixel size: too large to open safely"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ImageError(
             f"{name}: not an image FaceTrack can read (JPEG, PNG, BMP, WebP, TIFF, GIF)"
