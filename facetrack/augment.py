@@ -121,20 +121,19 @@ def build_pipeline(settings: AugmentSettings) -> A.Compose:
                 p=0.5,
             )
         )
+    # OneOf picks a child in proportion to the children's p (fixed when OneOf is built)
+    crop_p = settings.crop_probability
     transforms.append(
         A.OneOf(
             [
                 A.RandomResizedCrop(
-                    size=(s, s), scale=(settings.crop_scale_min, 1.0), ratio=(0.6, 1.6), p=1.0
+                    size=(s, s), scale=(settings.crop_scale_min, 1.0), ratio=(0.6, 1.6), p=max(crop_p, 1e-9)
                 ),
-                A.Resize(s, s),
+                A.Resize(s, s, p=max(1.0 - crop_p, 1e-9)),
             ],
             p=1.0,
         )
     )
-    # OneOf picks by the children's p; set them so the crop happens crop_probability of the time
-    transforms[-1].transforms[0].p = max(settings.crop_probability, 1e-6)
-    transforms[-1].transforms[1].p = max(1.0 - settings.crop_probability, 1e-6)
     if settings.horizontal_flip:
         transforms.append(A.HorizontalFlip(p=0.5))
     if settings.vertical_flip:

@@ -1,0 +1,151 @@
+import json
+
+import numpy as np
+import pytest
+
+from facetrack.augment import (
+    AugmentSettings,
+    augment_image,
+    counts,
+    generate,
+    is_stale,
+    load_samples,
+    preview,
+)
+from facetrack.labels import Box
+from facetrack.workspace import create_project
+from tests.conftest import synthetic_face
+
+
+def _project(n_faces: int = 12, n_empty: int = 4):
+    p = create_project("p")
+    for i in range(n_faces):
+        info = p.add_image(synthetic_face(200, 150, seed=i))
+        p.set_boxes(info.id, [Box(0.3, 0.25, 0.6, 0.75)])
+    for i in range(n_empty):
+        info = p.add_image(synthetic_face(200, 150, box=None, seed=100 + i))
+        p.set_boxes(info.id, [])
+    return p
+
+
+def test_settings_validate_and_roundtrip():
+    s = AugmentSettings(copies_per_image=3, rotation=5)
+    assert AugmentSettings.from_dict(s.to_dict()) == s
+    assert AugmentSettings.from_dict({**s.to_dict(), "unknown": 1}) == s
+    assert s.key() != AugmentSettings(copies_per_image=4, rotation=5).key()
+    assert AugmentSettings().vertical_flip is False  # faces are not upside down
+    with pytest.raises(ValueError):
+        AugmentSettings(copies_per_image=0)
+    with pytest.raises(ValueError):
+        AugmentSettings(crop_scale_min=1.5)
+
+
+def test_copies_are_square_with_valid_boxes():
+    rgb = synthetic_face(320, 200)
+    box = Box(0.3, 0.25, 0.6, 0.75)
+    copies = augment_image(rgb, box, AugmentSettings(output_size=96), count=30, seed=1)
+    assert len(copies) == 30
+    faces = [b for _, b in copies if b is not None]
+    assert all(img.shape == (96, 96, 3) for img, _ in copies)
+    assert len(faces) > 15
+    for b in faces:
+        assert 0 <= b.x1 < b.x2 <= 1 and 0 <= b.y1 < b.y2 <= 1
+
+
+def test_whole_frame_copy_keeps_the_box():
+    rgb = synthetic_face(320, 200)
+    box = Box(0.3, 0.25, 0.6, 0.75)
+    s = AugmentSettings(crop_probability=0.0, horizontal_flip=False, rotation=0, output_size=64)
+    ((img, b),) = augment_image(rgb, box, s, count=1, seed=0)
+    assert b.to_list() == pytest.approx(box.to_list(), abs=1e-3)
+
+
+def test_flip_mirrors_the_box():
+    rgb = synthetic_face(320, 200)
+    box = Box(0.1, 0.25, 0.4, 0.75)
+    s = AugmentSettings(crop_probability=0.0, rotation=0, output_size=64)
+    boxes = {tuple(np.round(b.to_list(), 3)) for _, b in augment_image(rgb, box, s, count=20, seed=3)}
+    assert boxes == {(0.1, 0.25, 0.4, 0.75), (0.6, 0.25, 0.9, 0.75)}
+
+
+def test_face_cut_off_by_a_crop_becomes_no_face():
+    rgb = synthetic_face(400, 400)
+    box = Box(0.0, 0.0, 0.25, 0.25)  # a face in the corner: small crops often leave it out
+    s = AugmentSettings(
+        crop_probability=1.0, crop_scale_min=0.1, rotation=0, min_visibility=0.6, output_size=64
+    )
+    copies = augment_image(rgb, box, s, count=60, seed=2)
+    assert any(b is None for _, b in copies)
+    assert any(b is not None for _, b in copies)
+
+
+def test_preview_is_deterministic_for_a_seed():
+    rgb = synthetic_face()
+    box = Box(0.3, 0.25, 0.6, 0.75)
+    a = preview(rgb, box, AugmentSettings(output_size=64), count=4, seed=7)
+    b = preview(rgb, box, AugmentSettings(output_size=64), count=4, seed=7)
+    assert all(np.array_equal(x[0], y[0]) and x[1] == y[1] for x, y in zip(a, b, strict=True))
+
+
+def test_generate_augments_only_train_and_resumes(workspace):
+    p = _project()
+    s = AugmentSettings(copies_per_image=3, output_size=64)
+    calls = []
+    report = generate(p, s, progress=lambda d, t: calls.append((d, t)), workers=0)
+    split = p.split()
+    n = {side: sum(v == side for v in split.values()) for side in ("train", "val", "test")}
+    assert report.counts["train"] == 3 * n["train"]
+    assert report.counts["val"] == n["val"] and report.counts["test"] == n["test"]
+    assert calls[-1] == (16, 16)
+    # no copy of a val/test photo is in the training set
+    train_sources = {s.source_id for s in load_samples(p, "train")}
+    held_out = {k for k, v in split.items() if v != "train"}
+    assert train_sources and not (train_sources & held_out)
+    # resume: nothing to do the second time
+    again = generate(p, s, workers=0)
+    assert again.done == 0 and again.skipped == 16
+    assert not is_stale(p)
+    # a new labelled photo makes the set stale and is generated on its own
+    info = p.add_image(synthetic_face(seed=50))
+    p.set_boxes(info.id, [])
+    assert is_stale(p)
+    third = generate(p, s, workers=0)
+    assert third.done == 1 and third.skipped == 16
+
+
+def test_generate_in_worker_processes(workspace):
+    p = _project(n_faces=10, n_empty=2)
+    report = generate(p, AugmentSettings(copies_per_image=2, output_size=48), workers=2)
+    assert report.failed == [] and report.done == 12
+    assert counts(p)["train"] == 2 * sum(v == "train" for v in p.split().values())
+
+
+def test_changed_settings_regenerate(workspace):
+    p = _project(n_faces=4, n_empty=0)
+    generate(p, AugmentSettings(copies_per_image=2, output_size=48), workers=0)
+    report = generate(p, AugmentSettings(copies_per_image=3, output_size=48), workers=0)
+    assert report.skipped == 0
+    assert all(
+        len(json.loads(m.read_text())["copies"]) == 3 for m in (p.augmented_dir / "train").glob("*.json")
+    )
+
+
+def test_stop_keeps_finished_images(workspace):
+    p = _project(n_faces=10, n_empty=0)
+    seen = []
+    report = generate(
+        p, AugmentSettings(copies_per_image=2, output_size=48), progress=lambda d, t: seen.append(d),
+        should_stop=lambda: len(seen) > 3, workers=0,
+    )  # fmt: skip
+    assert report.stopped and 0 < report.done < 10
+    finished = generate(p, AugmentSettings(copies_per_image=2, output_size=48), workers=0)
+    assert finished.skipped == report.done and not finished.stopped
+
+
+def test_deleted_photo_disappears_from_samples(workspace):
+    p = _project(n_faces=6, n_empty=0)
+    generate(p, AugmentSettings(copies_per_image=2, output_size=48), workers=0)
+    victim = next(k for k, v in p.split().items() if v == "train")
+    p.delete_image(victim)
+    assert victim not in {s.source_id for s in load_samples(p, "train")}
+    assert not list(p.augmented_dir.rglob(f"{victim}*"))
