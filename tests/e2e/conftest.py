@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,8 +51,16 @@ if importlib.util.find_spec("playwright") is None:
     _MISSING.append("the playwright package is not installed (pip install playwright)")
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ARG001 - pytest hook signature
+LIVE_PROJECT = "e2e-live"
+LIVE_TRAIN_TIMEOUT = 300.0
+
+
+def pytest_collection_modifyitems(config, items):
     here = Path(__file__).resolve().parent
+    # the live test's model trains in the background from the session's start (about a minute)
+    config._e2e_wants_live_model = not _MISSING and any(
+        "live_run" in getattr(i, "fixturenames", ()) for i in items
+    )
     for item in items:
         if Path(str(item.fspath)).resolve().is_relative_to(here):
             item.add_marker(pytest.mark.e2e)
@@ -158,10 +168,65 @@ def app_server(e2e_workspace):
     # training jobs run in their own sessions (start_new_session): end those this run started
     for training in e2e_workspace.glob("*/training.json"):
         with contextlib.suppress(Exception):
-            import json
-
             pid = int(json.loads(training.read_text()).get("pid"))
             os.killpg(pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _live_training(request, e2e_workspace):
+    """Start training the Live page's model in a child process as the session starts (when needed)."""
+    job = {}
+    if (
+        getattr(request.config, "_e2e_wants_live_model", False)
+        and (SHARED_DATA / "faces" / "boxes.json").is_file()
+    ):
+        log_path = ARTIFACTS / "live-training.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "wb")  # noqa: SIM115 - closed below
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", FACETRACK_HOME=str(e2e_workspace))
+        job["proc"] = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(fakecam.__file__).resolve()),
+                "train-live",
+                str(e2e_workspace),
+                LIVE_PROJECT,
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        job["log"], job["log_path"] = log, log_path
+    request.config._e2e_live_job = job
+    yield job
+    if "proc" in job:
+        if job["proc"].poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job["proc"].pid, signal.SIGKILL)
+            job["proc"].wait(timeout=10)
+        job["log"].close()
+
+
+@pytest.fixture(scope="session")
+def live_run(_live_training, e2e_workspace) -> dict:
+    """``{"project": name, "run_dir": Path}``: a compact model trained to find the fake camera's faces."""
+    require_shared_faces()
+    job = _live_training
+    if "proc" not in job:
+        pytest.skip("the live model was not started (see conftest._live_training)")
+    try:
+        rc = job["proc"].wait(timeout=LIVE_TRAIN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"training the live model took over {LIVE_TRAIN_TIMEOUT:.0f}s; see {job['log_path']}")
+    if rc != 0:
+        job["log"].flush()
+        pytest.fail(f"training the live model failed ({rc}):\n{job['log_path'].read_text()[-3000:]}")
+    run_dir = e2e_workspace / LIVE_PROJECT / "runs" / "20260101-000000-e2e-live"
+    assert (run_dir / "model.tflite").is_file() or (run_dir / "model.keras").is_file(), run_dir
+    return {"project": LIVE_PROJECT, "run_dir": run_dir}
 
 
 # -- the browser ---------------------------------------------------------------
@@ -173,7 +238,7 @@ def fake_camera(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("fakecam")
     path = folder / "camera.y4m"
     try:
-        boxes = fakecam.face_video(path, size=(640, 480), seconds=4.0, fps=30, hold_frames=120)
+        boxes = fakecam.face_video(path, size=(640, 480), seconds=4.0, fps=30, hold_frames=60)
     except FileNotFoundError:
         fakecam.solid_video(path, size=(640, 480), frames=60)
         boxes = None
@@ -259,11 +324,15 @@ def webrtc_frame(page):
     return page.frame_locator('iframe[title*="streamlit_webrtc"]').first
 
 
+START_RE = re.compile(r"^\s*start", re.I)  # "START", or a page's translation like "Start camera"
+STOP_RE = re.compile(r"^\s*stop", re.I)
+
+
 def click_start(page, timeout: float = 60.0) -> None:
     """Press START in the webrtc component and wait for the video to play."""
     frame = webrtc_frame(page)
-    frame.get_by_role("button", name="START").click(timeout=timeout * 1000)
-    frame.get_by_role("button", name="STOP").wait_for(timeout=timeout * 1000)
+    frame.get_by_role("button", name=START_RE).click(timeout=timeout * 1000)
+    frame.get_by_role("button", name=STOP_RE).wait_for(timeout=timeout * 1000)
     wait_video_playing(page, timeout)
 
 
@@ -282,8 +351,8 @@ def wait_video_playing(page, timeout: float = 60.0) -> None:
 
 def click_stop(page, timeout: float = 30.0) -> None:
     frame = webrtc_frame(page)
-    frame.get_by_role("button", name="STOP").click(timeout=timeout * 1000)
-    frame.get_by_role("button", name="START").wait_for(timeout=timeout * 1000)
+    frame.get_by_role("button", name=STOP_RE).click(timeout=timeout * 1000)
+    frame.get_by_role("button", name=START_RE).wait_for(timeout=timeout * 1000)
 
 
 def webrtc_inner_frame(page):

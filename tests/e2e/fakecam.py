@@ -163,3 +163,124 @@ def face_video(
 
     write_y4m(path, gen(), fps)
     return boxes
+
+
+# -- projects built through the library (for pages that need data) -------------
+
+
+def no_face_paths(limit: int) -> list[Path]:
+    """Colour photos without a face from the shared set (``c101_*``)."""
+    return sorted((FACES / "images").glob("c101_*.jpg"))[:limit]
+
+
+def make_face_project(
+    root: Path,
+    name: str,
+    n_faces: int,
+    n_empty: int = 0,
+    copies: int | None = None,
+    output_size: int = 128,
+    extra_records: list[dict] | None = None,
+):
+    """A project of shared photos labelled with their true boxes; with ``copies``, also its training set.
+
+    ``extra_records`` (e.g. the fake camera's photos) are added first.
+    Returns the :class:`facetrack.workspace.Project`.
+    """
+    from facetrack.augment import AugmentSettings, generate
+    from facetrack.labels import Box
+    from facetrack.workspace import create_project
+
+    project = create_project(name, root)
+    records = list(extra_records or [])
+    seen = {r["path"] for r in records}
+    records += [r for r in face_records(min_face_share=0.25, max_face_share=0.8) if r["path"] not in seen]
+    for i, rec in enumerate(records[:n_faces]):
+        info = project.add_image(
+            rec["path"].read_bytes(), original_name=rec["path"].name, origin="import", burst=f"face{i}"
+        )
+        x1, y1, x2, y2 = rec["box"]
+        sx, sy = info.width / rec["width"], info.height / rec["height"]
+        project.set_boxes(
+            info.id, [Box.from_pixels([x1 * sx, y1 * sy, x2 * sx, y2 * sy], info.width, info.height)]
+        )
+    for i, path in enumerate(no_face_paths(n_empty)):
+        info = project.add_image(
+            path.read_bytes(), original_name=path.name, origin="import", burst=f"empty{i}"
+        )
+        project.set_boxes(info.id, [])
+    if copies:
+        generate(
+            project, AugmentSettings(copies_per_image=copies, output_size=output_size, seed=1), workers=0
+        )
+    return project
+
+
+def camera_samples(project, stills: list[tuple[np.ndarray, list[float]]], copies: int = 12, seed: int = 0):
+    """Extra training samples: the fake camera's own frames, slightly shifted and rescaled.
+
+    The live detector sees the whole 640x480 frame squeezed to its input size,
+    so these teach it exactly what the camera shows. Written under
+    ``<project>/cache/e2e-camera/``; returns :class:`facetrack.data.Sample` s.
+    """
+    from facetrack.data import Sample
+    from facetrack.labels import Box
+
+    rng = np.random.default_rng(seed)
+    folder = project.path / "cache" / "e2e-camera"
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for k, (frame, box) in enumerate(stills):
+        h, w = frame.shape[:2]
+        for c in range(copies):
+            scale = rng.uniform(0.85, 1.1)
+            dx, dy = rng.uniform(-0.08, 0.08) * w, rng.uniform(-0.08, 0.08) * h
+            m = np.array([[scale, 0, (1 - scale) * w / 2 + dx], [0, scale, (1 - scale) * h / 2 + dy]])
+            img = cv2.warpAffine(frame, m, (w, h), borderValue=LETTERBOX_RGB)
+            img = np.clip(img.astype(np.float32) * rng.uniform(0.85, 1.15), 0, 255).astype(np.uint8)
+            x1, y1, x2, y2 = (
+                box[0] * scale + m[0, 2],
+                box[1] * scale + m[1, 2],
+                box[2] * scale + m[0, 2],
+                box[3] * scale + m[1, 2],
+            )
+            path = folder / f"cam{k}_{c}.jpg"
+            cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            samples.append(
+                Sample(path=path, box=Box.from_pixels([x1, y1, x2, y2], w, h), source_id=f"cam{k}")
+            )
+    return samples
+
+
+def train_live_model(root: Path, name: str, camera_records: list[dict], epochs: int = 12) -> Path:
+    """Build project ``name`` in workspace ``root`` and train a compact model that finds the camera's faces.
+
+    Returns the run folder (``model.keras`` and ``model.tflite`` inside).
+    Meant to run in its own process (it imports TensorFlow):
+    ``python tests/e2e/fakecam.py train-live ROOT NAME``.
+    """
+    from facetrack.augment import load_samples
+    from facetrack.train import TrainSettings, train
+
+    project = make_face_project(root, name, n_faces=40, n_empty=12, copies=6, extra_records=camera_records)
+    stills = [letterbox(load_rgb(r["path"]), r["box"]) for r in camera_records]
+    train_samples = load_samples(project, "train") + camera_samples(project, stills)
+    val_samples = load_samples(project, "val") + camera_samples(project, stills, copies=2, seed=1)
+    settings = TrainSettings(
+        backbone="compact", weights="none", epochs=epochs, batch_size=32, name="e2e-live"
+    )
+    run_dir = project.runs_dir / "20260101-000000-e2e-live"
+    result = train(train_samples, val_samples, settings, run_dir)
+    if result.state != "finished":
+        raise RuntimeError(f"training ended {result.state}")
+    return run_dir
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "train-live":
+        sys.path.insert(0, str(REPO_ROOT))
+        print(train_live_model(Path(sys.argv[2]), sys.argv[3], face_records(limit=2)), flush=True)
+    else:
+        sys.exit("usage: python tests/e2e/fakecam.py train-live WORKSPACE PROJECT")
