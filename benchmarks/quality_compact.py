@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--input-size", type=int, default=120)
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--jitter", type=float, default=0.15)
     ap.add_argument("--tag", default="run")
     args = ap.parse_args()
 
@@ -142,6 +143,7 @@ def main() -> None:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         name=args.tag,
+        jitter=args.jitter,
     )
     run_dir = out / "project" / "runs" / f"{time.strftime('%H%M%S')}-{args.tag}"
     t0 = time.time()

@@ -367,26 +367,33 @@ def _sep_bn(x, filters: int, strides: int = 1, dilation: int = 1, name: str = ""
     return _conv_bn(x, filters, kernel=1, name=f"{name}_pw")
 
 
-COMPACT_WIDTHS = (24, 48, 96, 128)
+# Feature extractor of the compact backbone: (kind, filters, stride, dilation) per block.
+# "conv" = 3x3 conv + BN + ReLU; "sep" = depthwise 3x3 + BN + ReLU + 1x1 conv + BN + ReLU.
+COMPACT_BLOCKS: tuple[tuple[str, int, int, int], ...] = (
+    ("conv", 16, 2, 1),  # S/2  (plain strided convs early: cheap on CPU, unlike depthwise at high resolution)
+    ("conv", 32, 2, 1),  # S/4
+    ("conv", 48, 2, 1),  # S/8
+    ("sep", 96, 1, 1),
+    ("sep", 128, 2, 1),  # S/16: the 8x8 grid at 120x120
+    ("sep", 128, 1, 2),  # dilated: each cell sees the whole face, even a large one
+    ("sep", 128, 1, 4),
+)
 # Faster moving statistics than Keras' 0.99: short trainings from scratch end with usable BN stats.
 BN_MOMENTUM = 0.9
 
 
 def _compact_parts(
-    input_size: int, widths: tuple[int, ...] = COMPACT_WIDTHS
+    input_size: int, blocks: tuple[tuple[str, int, int, int], ...] | None = None
 ) -> tuple[keras.Model, keras.Model]:
-    w1, w2, w3, w4 = widths
+    blocks = COMPACT_BLOCKS if blocks is None else blocks
     inp = keras.Input((input_size, input_size, 3), name="image", dtype="float32")
     x = Preprocess("scale", name="preprocess")(inp)
-    x = _conv_bn(x, w1, 3, strides=2, name="stem")  # S/2
-    x = _conv_bn(x, w1, 3, name="stem2")
-    x = _sep_bn(x, w2, strides=2, name="b1")  # S/4
-    x = _sep_bn(x, w2, name="b1b")
-    x = _sep_bn(x, w3, strides=2, name="b2")  # S/8
-    x = _sep_bn(x, w3, name="b2b")
-    x = _sep_bn(x, w4, strides=2, name="b3")  # S/16 (8x8 at 120)
-    x = _sep_bn(x, w4, dilation=2, name="b3b")
-    x = _sep_bn(x, w4, dilation=4, name="b3c")
+    for i, (kind, filters, stride, dilation) in enumerate(blocks):
+        if kind == "conv":
+            x = _conv_bn(x, filters, 3, strides=stride, dilation=dilation, name=f"c{i}")
+        else:
+            x = _sep_bn(x, filters, strides=stride, dilation=dilation, name=f"s{i}")
+    w4 = blocks[-1][1]
     feature_model = keras.Model(inp, x, name="compact_features")
 
     fin = keras.Input(tuple(x.shape[1:]), name="features")
