@@ -1,0 +1,112 @@
+"""The command-line contract, end to end on tiny generated images (well under a minute)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facetrack.labels import Box, Label, labelme_dict
+from tests.conftest import REPO, jpeg_bytes, synthetic_face
+
+
+def run_cli(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FACETRACK_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "facetrack", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _make_source(folder: Path, n: int = 40) -> None:
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    for i in range(n):
+        face = i % 3 != 0
+        x = 0.15 + 0.4 * ((i * 7) % 10) / 10
+        box = (x, 0.2, x + 0.35, 0.75) if face else None
+        name = f"photo_{i:02d}"
+        (folder / "images" / f"{name}.jpg").write_bytes(jpeg_bytes(synthetic_face(96, 80, box=box, seed=i)))
+        boxes = (Box(*box),) if box else ()
+        label = Label(f"../images/{name}.jpg", 96, 80, boxes)
+        (folder / "labels" / f"{name}.json").write_text(json.dumps(labelme_dict(label)))
+
+
+@pytest.mark.timeout(240)
+def test_import_augment_train_evaluate_detect_export(tmp_path):
+    home = tmp_path / "home"
+    src = tmp_path / "src"
+    _make_source(src)
+    out = run_cli("import", str(src), "--project", "demo", "--quiet", home=home)
+    assert "40 photo(s) added (40 with labels)" in out.stdout
+    run_cli("augment", "--project", "demo", "--copies", "4", "--size", "48", "--workers", "0", "--quiet", home=home)
+    out = run_cli(
+        "train", "--project", "demo", "--backbone", "compact", "--epochs", "2", "--input-size", "48",
+        "--batch-size", "16", "--quiet", home=home,
+    )  # fmt: skip
+    assert "finished" in out.stdout
+    runs = sorted((home / "demo" / "runs").iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    for name in ("settings.json", "history.csv", "model.keras", "model.tflite", "metrics.json", "train.log"):
+        assert (run / name).is_file(), name
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+    out = run_cli("evaluate", "--project", "demo", "--json", home=home)
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("presence_accuracy", "precision", "recall", "f1", "fp_rate", "mean_iou", "hit_rate", "ap50"):
+        assert key in metrics
+    assert 0.0 <= metrics["presence_accuracy"] <= 1.0
+
+    image = next((home / "demo" / "images").glob("*.jpg"))
+    out = run_cli("detect", "--run", str(run), "--json", "--threshold", "0", str(image), home=home)
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["image"] == str(image)
+    (face,) = line["faces"]  # threshold 0: the model's one box is always returned
+    x1, y1, x2, y2 = face["box"]
+    assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 80  # in the image's pixels
+
+    for fmt, suffix in (("keras", ".keras"), ("tflite", ".tflite")):
+        dest = tmp_path / f"exported{suffix}"
+        out = run_cli("export", "--run", str(run), "--format", fmt, "--output", str(dest), home=home)
+        assert dest.is_file() and dest.stat().st_size > 1000
+
+
+def test_errors_are_one_line_with_exit_code_1(tmp_path):
+    home = tmp_path / "home"
+    for args in (
+        ("evaluate", "--project", "missing", "--json"),
+        ("train", "--project", "missing"),
+        ("import", str(tmp_path / "nope"), "--project", "x"),
+        ("detect", "--run", str(tmp_path / "norun"), "x.jpg"),
+        ("export", "--run", str(tmp_path / "norun")),
+    ):
+        proc = run_cli(*args, home=home, check=False)
+        assert proc.returncode == 1, args
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_train_without_labels_is_a_clear_error(tmp_path):
+    home = tmp_path / "home"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(jpeg_bytes(synthetic_face()))
+    run_cli("import", str(src), "--project", "p", "--quiet", home=home)
+    proc = run_cli("augment", "--project", "p", home=home, check=False)
+    assert proc.returncode == 1 and "no labelled photos" in proc.stderr
+    proc = run_cli("train", "--project", "p", home=home, check=False)
+    assert proc.returncode == 1 and "no training set" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["import", "augment", "train", "evaluate", "detect", "export"])
+def test_help(command, tmp_path):
+    out = run_cli(command, "--help", home=tmp_path)
+    assert "usage: python -m facetrack" in out.stdout
