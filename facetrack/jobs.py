@@ -213,9 +213,13 @@ class RunState:
         epochs = p.get("epochs") or self.epochs or 0
         if not epochs:
             return 0.0
-        done = (
-            max(int(p.get("epoch", 1)) - 1, 0) + (p.get("batch", 0) / max(p.get("batches", 1), 1))
-        ) / epochs
+        by_history = len(self.history) / epochs
+        if p.get("stage") == "epoch" or not p.get("batches"):
+            done = by_history
+        else:
+            done = max(
+                by_history, (max(int(p.get("epoch", 1)) - 1, 0) + p.get("batch", 0) / p["batches"]) / epochs
+            )
         return float(min(max(done, 0.0), 1.0))
 
 

@@ -452,6 +452,10 @@ class _Trainer:
         self.cb = callbacks
         self.cache_dir = cache_dir
         self.best_weights: list[np.ndarray] | None = None
+        # How to turn the model being fitted into the full model for a checkpoint
+        # (vgg16's head phase fits the head alone on cached features).
+        self.to_full: Any = lambda m: m
+        self._last_checkpoint = 0.0
         self.best_model: Any = None
         self.epoch = 0
         self.bad_epochs = 0
@@ -491,6 +495,7 @@ class _Trainer:
             self.best_weights = [w.copy() for w in model.get_weights()]
             self.best_model = model
             self.bad_epochs = 0
+            self._checkpoint(model)
         else:
             self.bad_epochs += 1
         self.run.add_epoch(rec)
@@ -502,6 +507,21 @@ class _Trainer:
         self.run.status("running", f"epoch {self.epoch} of {self.run.epochs} done")
         self.cb.on_epoch(rec)
         return self.bad_epochs >= int(self.s.patience)
+
+    def _checkpoint(self, model: Any) -> None:
+        """Save the best model so far to ``model.keras`` so a crash or a kill loses nothing.
+
+        At most every 10 seconds (a VGG16 file is ~60 MB); the final save at the
+        end of training always writes the best weights.
+        """
+        now = time.time()
+        if now - self._last_checkpoint < 10.0:
+            return
+        try:
+            save_model_atomic(self.to_full(model), self.run.dir / "model.keras")
+            self._last_checkpoint = time.time()
+        except Exception as exc:  # noqa: BLE001 - a failed checkpoint must not end the training
+            self.run.log(f"checkpoint not saved ({type(exc).__name__}: {exc})")
 
     def _fit_epochs(self, model: Any, ds: Any, n_batches: int, epochs: int, predict_val, phase: str) -> None:
         prog = self._progress
@@ -598,6 +618,7 @@ class _Trainer:
             return full
 
         try:
+            self.to_full = lambda m: compose(feature_model, m)
             self._fit_epochs(head_model, ds, n_batches, s.epochs, predict_val, "head")
         except _Stopped:
             self.final_model = finish_head()
@@ -619,6 +640,7 @@ class _Trainer:
             full = compose(feature_model, head_model)
             compile_model(full, s.fine_tune_learning_rate, loss_weights=self._loss_weights())
         self.final_model = full
+        self.to_full = lambda m: m
         self.bad_epochs = 0
         ds_img = image_dataset(
             self.train_samples, s.input_size, s.batch_size, shuffle=True, seed=s.seed, flip=s.flip
