@@ -1,0 +1,360 @@
+"""Evaluate: measure a trained model on the test photos it never saw, photo by photo."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from facetrack import jobs
+from facetrack.augment import load_samples
+from facetrack.images import ImageError, encode_jpeg, read_rgb
+from facetrack.labels import Box, LabelError, iou
+from facetrack.workspace import Project
+from ui.common import header, require_project, run_label
+from ui.images import BOX_RGB, draw_boxes
+
+PRED_RGB = (255, 140, 0)  # orange: what a model predicted
+PRETRAINED_RGB = (66, 133, 244)  # blue: the ready-made detector
+GALLERY_SIZE = 12
+METRICS = [
+    ("presence_accuracy", "Face / no face right", "Share of test photos where the model was right about whether there is a face."),
+    ("precision", "Precision", "When the model says “face”, how often there really is one."),
+    ("recall", "Recall", "Of the photos with a face, how many the model found."),
+    ("f1", "F1", "Precision and recall in one number (their harmonic mean)."),
+    ("fp_rate", "False alarms", "Share of photos without a face where the model still said “face”. Lower is better."),
+    ("mean_iou", "Mean box overlap (IoU)", "How well predicted boxes cover the true boxes: 0 = miss, 1 = perfect."),
+    ("hit_rate", "Boxes with IoU ≥ 0.5", "Share of faces whose box overlaps the true box at least half (a usual “good enough”)."),
+    ("ap50", "AP@0.5", "Average precision at IoU 0.5: finding faces and placing boxes, over all thresholds. 1 is perfect."),
+]  # fmt: skip
+
+project = require_project()
+header(
+    "5. Evaluate",
+    "See how well a trained model does on the test photos it never saw during training, "
+    "and compare it with a ready-made face detector.",
+)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, int | float) and not isinstance(v, bool) else "–"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _box(values: Any) -> Box | None:
+    try:
+        return Box(*(float(v) for v in values))
+    except (TypeError, ValueError, LabelError):
+        return None
+
+
+def _photo_path(project: Project, item: dict[str, Any]) -> Path:
+    """The original photo when it still exists (real aspect ratio), else the evaluated copy."""
+    source = item.get("source_id") or ""
+    try:
+        original = project.image_path(source)
+        if original.is_file():
+            return original
+    except ValueError:
+        pass
+    return Path(item.get("path", ""))
+
+
+@st.cache_data(max_entries=500, show_spinner=False)
+def _annotated(
+    path: str, mtime: float, true_box: tuple | None, boxes: tuple, side: int = 360
+) -> bytes | None:
+    """JPEG of the photo with the true box (green) and ``boxes`` ((box, rgb, label), ...) drawn."""
+    del mtime
+    try:
+        rgb = read_rgb(Path(path))
+    except (ImageError, OSError, ValueError):
+        return None
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    if scale < 1:
+        import cv2
+
+        rgb = cv2.resize(
+            rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
+    if true_box is not None:
+        rgb = draw_boxes(rgb, [Box(*true_box)], BOX_RGB)
+    for box, colour, label in boxes:
+        rgb = draw_boxes(rgb, [Box(*box)], tuple(colour), [label])
+    return encode_jpeg(rgb, quality=85)
+
+
+def annotated(path: Path, true_box: Box | None, boxes: list[tuple[Box, tuple, str]]) -> bytes | None:
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    return _annotated(
+        str(path),
+        mtime,
+        tuple(true_box.to_list()) if true_box else None,
+        tuple((tuple(b.to_list()), c, label) for b, c, label in boxes),
+    )
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def _pretrained(path: str, mtime: float) -> tuple[tuple[float, float, float, float], float] | None | str:
+    """Best box (normalized) and score of the ready-made detector on one photo; None = no face; str = error."""
+    del mtime
+    suggest = importlib.import_module("facetrack.suggest")
+    try:
+        rgb = read_rgb(Path(path))
+        found = suggest.suggest_boxes(rgb)
+    except Exception as exc:  # noqa: BLE001 - shown as a plain message, never a traceback
+        return f"{type(exc).__name__}: {exc}"
+    best = None
+    for item in found or []:
+        box = getattr(item, "box", item)
+        score = float(getattr(item, "score", 1.0))
+        if not isinstance(box, Box):
+            box = _box(box)
+        if box is not None and (best is None or score > best[1]):
+            best = (tuple(box.to_list()), score)
+    return best
+
+
+def pretrained_available() -> str | None:
+    """None when the ready-made detector can be used, else why not."""
+    try:
+        suggest = importlib.import_module("facetrack.suggest")
+    except ImportError as exc:
+        return f"the ready-made detector is not installed ({exc})"
+    if not hasattr(suggest, "suggest_boxes"):
+        return "the ready-made detector is not available in this version"
+    return None
+
+
+def labelled_zip(project: Project) -> bytes:
+    """All photos and their labelme files, as the labelme app opens them (images/ and labels/)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for image_id in project.image_ids():
+            label = project.label_path(image_id)
+            image = project.image_path(image_id)
+            try:
+                data = image.read_bytes()
+            except OSError:
+                continue  # deleted meanwhile
+            zf.writestr(f"{project.name}/images/{image_id}.jpg", data)
+            with contextlib.suppress(OSError):  # not labelled yet
+                zf.writestr(f"{project.name}/labels/{image_id}.json", label.read_bytes())
+    return buf.getvalue()
+
+
+def show_metrics(m: dict[str, Any]) -> None:
+    counts = m.get("counts") or m
+    st.markdown(
+        f"**On {counts.get('n_images', '?')} test photos** "
+        f"({counts.get('n_faces', '?')} with a face, {counts.get('n_no_face', '?')} without), "
+        f"counting a face when the score is at least {m.get('threshold', 0.5):g}."
+    )
+    for row in (METRICS[:4], METRICS[4:]):
+        cols = st.columns(4)
+        for col, (key, label, help_text) in zip(cols, row, strict=True):
+            with col:
+                st.metric(label, _fmt(m.get(key)), help=help_text)
+                st.caption(help_text)
+    for note in m.get("notes") or []:
+        st.caption(f"Note: {note}.")
+
+
+def show_gallery(items: list[dict[str, Any]], compare: bool) -> None:
+    st.caption(
+        "Green: the box you drew. Orange: your model's box and score."
+        + (" Blue: the ready-made detector (MTCNN)." if compare else "")
+    )
+    ours: list[float] = []
+    theirs: list[float] = []
+    errors: list[str] = []
+    cols = st.columns(3)
+    for i, item in enumerate(items):
+        path = _photo_path(project, item)
+        true_box = _box(item["true_box"]) if item.get("true_box") else None
+        pred = _box(item.get("pred_box") or [])
+        score = float(item.get("score", 0.0))
+        said_face = score >= float(item.get("threshold", 0.5))
+        boxes = [(pred, PRED_RGB, f"{score:.2f}")] if pred is not None and said_face else []
+        yours_text = (
+            f"IoU {item['iou']:.2f}, score {score:.2f}"
+            if true_box is not None and item.get("iou") is not None
+            else ("said face" if said_face else "said no face") + f" ({score:.2f})"
+        )
+        if true_box is not None and item.get("iou") is not None:
+            ours.append(float(item["iou"]))
+        theirs_text = ""
+        if compare:
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                mtime = 0.0
+            found = _pretrained(str(path), mtime)
+            if isinstance(found, str):
+                errors.append(found)
+            elif found is None:
+                theirs_text = "ready-made: no face" + (" ✗" if true_box is not None else " ✓")
+                if true_box is not None:
+                    theirs.append(0.0)
+            else:
+                box = Box(*found[0])
+                boxes.append((box, PRETRAINED_RGB, "MTCNN"))
+                if true_box is not None:
+                    v = iou(true_box.to_list(), box.to_list())
+                    theirs.append(v)
+                    theirs_text = f"ready-made: IoU {v:.2f}"
+                else:
+                    theirs_text = "ready-made: saw a face ✗"
+        with cols[i % 3]:
+            data = annotated(path, true_box, boxes)
+            if data is None:
+                st.caption("(photo no longer available)")
+                continue
+            mark = "✓" if item.get("correct") else "✗"
+            st.image(
+                data, caption=f"{mark} yours: {yours_text}" + (f" · {theirs_text}" if theirs_text else "")
+            )
+    if errors:
+        st.error(f"The ready-made detector could not run: {errors[0]}")
+    if compare and ours and theirs and len(ours) == len(theirs):
+        a, b = float(np.mean(ours)), float(np.mean(theirs))
+        verdict = (
+            "Your model wins"
+            if a > b + 0.02
+            else ("The ready-made detector wins" if b > a + 0.02 else "A tie")
+        )
+        st.info(
+            f"On these {len(ours)} face photos: your model's mean IoU {a:.2f}, the ready-made detector's {b:.2f}. "
+            f"{verdict}."
+        )
+
+
+def model_downloads(run_dir: Path) -> None:
+    keras_path, tflite_path = run_dir / "model.keras", run_dir / "model.tflite"
+    c1, c2, c3 = st.columns(3)
+    c1.download_button(
+        "Model (.keras)",
+        data=functools.partial(keras_path.read_bytes),
+        file_name=f"{run_dir.name}.keras",
+        mime="application/octet-stream",
+        icon=":material/download:",
+        on_click="ignore",
+        key="eval-dl-keras",
+    )
+    if tflite_path.is_file():
+        c2.download_button(
+            "Model for phones and live use (.tflite)",
+            data=functools.partial(tflite_path.read_bytes),
+            file_name=f"{run_dir.name}.tflite",
+            mime="application/octet-stream",
+            icon=":material/download:",
+            on_click="ignore",
+            key="eval-dl-tflite",
+        )
+    else:
+        c2.caption("No .tflite file yet: make one on the Train page.")
+    c3.download_button(
+        "Labelled photos (labelme .zip)",
+        data=functools.partial(labelled_zip, project),
+        file_name=f"{project.name}-labelme.zip",
+        mime="application/zip",
+        icon=":material/folder_zip:",
+        on_click="ignore",
+        key="eval-dl-zip",
+        help="Every photo with its labelme JSON file; the labelme desktop app opens them unchanged.",
+    )
+
+
+# -- the page ---------------------------------------------------------------------
+
+runs = [r for r in project.runs() if (r / "model.keras").is_file()]
+if not runs:
+    st.info("There is no trained model yet. Train one first; it appears here when a training saves a model.")
+    st.page_link("pages/train.py", label="Go to 4. Train", icon=":material/model_training:")
+    st.stop()
+
+states = {r: jobs.run_state(r) for r in runs}
+run = st.selectbox(
+    "Model",
+    runs,
+    format_func=lambda r: f"{run_label(r)} ({states[r].state})",
+    key="eval_run",
+    help="Each training run saves its best model. The newest is first.",
+)
+state = states[run]
+if state.active:
+    st.caption("This training is still running: the model shown is its best so far.")
+
+test = load_samples(project, "test")
+metrics = _read_json(run / "metrics.json")
+per_image = _read_json(run / "per_image.json")
+
+if not test:
+    st.warning(
+        "There are no test photos in the generated set, so the model cannot be measured. "
+        "Label more photos (some are kept aside for testing automatically), then generate the set again."
+    )
+    st.page_link("pages/augment.py", label="Go to 3. Augment", icon=":material/auto_awesome:")
+else:
+    label = "Evaluate again on the test photos" if metrics else "Evaluate on the test photos"
+    if st.button(
+        label, type="secondary" if metrics else "primary", icon=":material/fact_check:", key="evaluate"
+    ):
+        from facetrack.evaluate import evaluate_run
+        from facetrack.model import ModelLoadError
+
+        with st.spinner(f"Running the model on {len(test)} test photos…"):
+            try:
+                evaluate_run(run, test)
+            except (ModelLoadError, ValueError, OSError) as exc:
+                st.error(f"Could not evaluate this model: {exc}")
+            else:
+                st.rerun()
+
+if metrics:
+    show_metrics(metrics)
+    if isinstance(per_image, list) and per_image:
+        st.subheader("Test photos, worst first")
+        for item in per_image:
+            item.setdefault("threshold", metrics.get("threshold", 0.5))
+        reason = pretrained_available()
+        compare = st.toggle(
+            "Compare with a ready-made face detector (MTCNN, works offline; slower the first time)",
+            value=False,
+            disabled=reason is not None,
+            key="eval_compare",
+            help=reason
+            or "Runs a pretrained face detector on the same photos so you can see if yours beats it.",
+        )
+        if compare:
+            with st.spinner("Running the ready-made detector on these photos…"):
+                show_gallery(per_image[:GALLERY_SIZE], True)
+        else:
+            show_gallery(per_image[:GALLERY_SIZE], False)
+elif test:
+    st.caption("Not evaluated yet: press the button to measure this model on the test photos.")
+
+st.divider()
+st.subheader("Downloads")
+model_downloads(run)
+st.page_link(
+    "pages/live.py", label="Next: 6. Live — watch it find faces on your camera", icon=":material/videocam:"
+)
