@@ -158,11 +158,26 @@ def e2e_workspace(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_server(e2e_workspace):
-    """Base URL of ``streamlit run app.py`` with FACETRACK_HOME = ``e2e_workspace``."""
+def app_server(e2e_workspace, browser):
+    """Base URL of ``streamlit run app.py`` with FACETRACK_HOME = ``e2e_workspace``.
+
+    The app's root page is opened once before the tests: Streamlit serves the
+    files of a ``pages/`` folder directly (skipping app.py's router) until the
+    entry script has once called ``st.navigation`` (see the report of the
+    deep-link test in test_capture_browser.py).
+    """
     proc, url, log = start_streamlit(
         "app.py", REPO_ROOT, {"FACETRACK_HOME": str(e2e_workspace)}, ARTIFACTS / "streamlit.log"
     )
+    try:
+        context = browser.new_context()
+        warm = context.new_page()
+        warm.goto(url + "/")
+        wait_idle(warm, 90)
+        context.close()
+    except BaseException:
+        stop_streamlit(proc, log)
+        raise
     yield url
     stop_streamlit(proc, log)
     # training jobs run in their own sessions (start_new_session): end those this run started
