@@ -1,4 +1,4 @@
-"""Image helpers for pages: cached thumbnails, boxes drawn for display, a paged gallery.
+"""Image helpers for pages: cached thumbnails, boxes drawn for display, a paged gallery, canvas boxes.
 
 Thumbnails are cached by file path *and* modification time, so a photo replaced
 or deleted in another tab never shows a stale picture for long.
@@ -9,16 +9,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import streamlit as st
 
 from facetrack.images import ImageError, encode_jpeg, read_rgb
-from facetrack.labels import Box
+from facetrack.labels import Box, LabelError
 
 BOX_RGB = (46, 204, 113)  # the green of a saved box
 SUGGESTION_RGB = (255, 170, 0)  # orange: a suggestion not yet accepted
+CANVAS_MAX_W, CANVAS_MAX_H = 640, 520
+ORIGIN = {"left": 0.0, "center": 0.5, "right": 1.0, "top": 0.0, "bottom": 1.0}
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
@@ -86,3 +89,65 @@ def page_slice(items: Sequence, page: int, per_page: int) -> Sequence:
     """Items of 1-based ``page`` (clamped to the valid range)."""
     page = min(max(1, page), page_count(len(items), per_page))
     return items[(page - 1) * per_page : page * per_page]
+
+
+# -- canvas <-> boxes ----------------------------------------------------------------------
+def canvas_size(width: int, height: int) -> tuple[int, int]:
+    """Canvas size showing a ``width`` x ``height`` photo whole (scaled up or down, same shape)."""
+    scale = min(CANVAS_MAX_W / width, CANVAS_MAX_H / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def rect_object(box: Box, cw: int, ch: int, color: str) -> dict[str, Any]:
+    """A Fabric.js ``Rect`` for a normalized box on a ``cw`` x ``ch`` canvas."""
+    x1, y1, x2, y2 = box.to_pixels(cw, ch)
+    return {
+        "type": "Rect",
+        "left": x1,
+        "top": y1,
+        "width": x2 - x1,
+        "height": y2 - y1,
+        "originX": "left",
+        "originY": "top",
+        "scaleX": 1,
+        "scaleY": 1,
+        "angle": 0,
+        "fill": "rgba(0, 0, 0, 0)",
+        "stroke": color,
+        "strokeWidth": 3,
+        "strokeUniform": True,
+    }
+
+
+def boxes_from_canvas(json_data: dict | None, cw: int, ch: int) -> list[Box] | None:
+    """Normalized boxes of the canvas's ``Rect`` objects (size = width*scaleX, height*scaleY).
+
+    None when the canvas sent nothing. Rects too small or outside the photo are left out.
+    """
+    if not json_data or "objects" not in json_data:
+        return None
+    boxes = []
+    for obj in json_data.get("objects") or []:
+        if not isinstance(obj, dict) or obj.get("type") not in ("Rect", "rect"):
+            continue
+        try:
+            w = float(obj.get("width", 0)) * float(obj.get("scaleX", 1) or 1)
+            h = float(obj.get("height", 0)) * float(obj.get("scaleY", 1) or 1)
+            left = float(obj.get("left", 0)) - ORIGIN.get(obj.get("originX", "left"), 0.0) * w
+            top = float(obj.get("top", 0)) - ORIGIN.get(obj.get("originY", "top"), 0.0) * h
+            boxes.append(Box.from_pixels([left, top, left + w, top + h], cw, ch))
+        except (LabelError, TypeError, ValueError):
+            continue
+    return boxes
+
+
+def same_boxes(a: list[Box] | None, b: list[Box] | None, tol: float = 0.004) -> bool:
+    """True when both lists hold the same boxes, to ``tol`` (a fraction of the photo)."""
+    if a is None or b is None:
+        return a is b
+    if len(a) != len(b):
+        return False
+    return all(
+        max(abs(p - q) for p, q in zip(x.to_list(), y.to_list(), strict=True)) <= tol
+        for x, y in zip(a, b, strict=True)
+    )

@@ -66,12 +66,14 @@ def populated_project(workspace: Path) -> Project:
 
 @pytest.fixture
 def app() -> Callable[..., AppTest]:
-    """``app(page, project=None)``: an AppTest of the router, switched to ``page`` and run."""
+    """``app(page, project=None, **session_state)``: an AppTest of the router, switched to ``page`` and run."""
 
-    def _make(page: str, project: str | None = None) -> AppTest:
+    def _make(page: str, project: str | None = None, **state) -> AppTest:
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
         if project:
             at.session_state["project"] = project
+        for key, value in state.items():
+            at.session_state[key] = value
         at.switch_page(page)
         at.run()
         assert os.environ.get("FACETRACK_HOME")
@@ -83,3 +85,18 @@ def app() -> Callable[..., AppTest]:
 def no_exception(at: AppTest) -> None:
     """Fail with the traceback text when the page raised."""
     assert not at.exception, [e.value for e in at.exception]
+
+
+FACES = Path("/work/shared/data/faces")
+
+
+@pytest.fixture(scope="session")
+def mtcnn_face_photo() -> dict:
+    """A real labelled face photo (bytes and true box); skipped when the data folder is absent."""
+    from facetrack.labels import read_labelme
+
+    name = "wf_pic06940"
+    image, label = FACES / "images" / f"{name}.jpg", FACES / "labels" / f"{name}.json"
+    if not image.is_file() or not label.is_file():
+        pytest.skip(f"face photos not found: put the labelled set in {FACES}/images and {FACES}/labels")
+    return {"bytes": image.read_bytes(), "box": read_labelme(label).boxes[0]}

@@ -1,0 +1,163 @@
+"""Label page: progress, navigation, saving boxes / no face / clearing as labelme JSON, suggestions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from facetrack.labels import Box
+from tests.app.conftest import no_exception
+from ui.images import boxes_from_canvas, canvas_size, rect_object, same_boxes
+
+LABEL = "pages/label.py"
+
+
+QUIET = {"label_source": "No suggestions"}  # the face finder is tested once, below
+
+
+def _no_suggestions(at) -> None:
+    assert at.selectbox(key="label_source").value == "No suggestions"
+
+
+def test_empty_project_points_to_capture(app, empty_project) -> None:
+    at = app(LABEL, project=empty_project.name)
+    no_exception(at)
+    assert any("No photos to label yet" in i.value for i in at.info)
+
+
+def test_opens_first_unlabelled_with_progress(app, populated_project) -> None:
+    at = app(LABEL, project=populated_project.name, **QUIET)
+    no_exception(at)
+    _no_suggestions(at)
+    no_exception(at)
+    assert at.session_state["label_id"] == populated_project.first_unlabelled()
+    assert "Photo 4 of 6" in at.caption[1].value or any("Photo 4 of 6" in c.value for c in at.caption)
+    assert any("Not labelled yet" in m.value for m in at.markdown)
+
+
+def test_no_face_writes_empty_labelme_and_advances(app, populated_project) -> None:
+    at = app(LABEL, project=populated_project.name, **QUIET)
+    _no_suggestions(at)
+    first = at.session_state["label_id"]
+    [b for b in at.button if b.label == "No face in this photo"][0].click().run()
+    no_exception(at)
+    doc = json.loads(populated_project.label_path(first).read_text())
+    assert doc["shapes"] == [] and doc["imageWidth"] == 160 and doc["imageHeight"] == 120
+    assert at.session_state["label_id"] != first  # moved on to the next unlabelled photo
+    assert at.session_state["label_id"] == populated_project.first_unlabelled()
+
+
+def test_clear_label_removes_file(app, populated_project) -> None:
+    first_id = populated_project.image_ids()[0]
+    at = app(LABEL, project=populated_project.name, **QUIET)
+    at.session_state["label_id"] = first_id
+    at.run()
+    _no_suggestions(at)
+    assert any("Saved:" in m.value for m in at.markdown)
+    [b for b in at.button if b.label == "Clear label"][0].click().run()
+    no_exception(at)
+    assert not populated_project.label_path(first_id).exists()
+
+
+def test_navigation_buttons(app, populated_project) -> None:
+    ids = populated_project.image_ids()
+    at = app(LABEL, project=populated_project.name, **QUIET)
+    _no_suggestions(at)
+    at.session_state["label_id"] = ids[0]
+    at.run()
+    prev = [b for b in at.button if b.label == "Previous"][0]
+    assert prev.disabled
+    [b for b in at.button if b.label == "Next"][0].click().run()
+    assert at.session_state["label_id"] == ids[1]
+    [b for b in at.button if b.label == "First unlabelled"][0].click().run()
+    assert at.session_state["label_id"] == ids[3]
+
+
+def test_photo_deleted_in_another_tab(app, populated_project) -> None:
+    at = app(LABEL, project=populated_project.name, **QUIET)
+    _no_suggestions(at)
+    current = at.session_state["label_id"]
+    populated_project.delete_image(current)
+    at.run()
+    no_exception(at)
+    assert at.session_state["label_id"] != current
+
+
+def test_saving_to_deleted_photo_shows_error(app, populated_project) -> None:
+    at = app(LABEL, project=populated_project.name, **QUIET)
+    _no_suggestions(at)
+    current = at.session_state["label_id"]
+    button = [b for b in at.button if b.label == "No face in this photo"][0]
+    populated_project.delete_image(current)
+    button.click().run()
+    no_exception(at)
+    assert any("deleted" in e.value for e in at.error) or at.session_state["label_id"] != current
+
+
+def test_mtcnn_suggestion_is_shown_and_accepted(app, populated_project, mtcnn_face_photo) -> None:
+    """A real face photo: the pretrained suggestion is offered, and Accept writes it."""
+    image_id = populated_project.add_image(mtcnn_face_photo["bytes"], original_name="face.jpg").id
+    at = app(LABEL, project=populated_project.name)
+    at.session_state["label_id"] = image_id
+    at.run()
+    no_exception(at)
+    assert any("Suggested box" in m.value for m in at.markdown)
+    [b for b in at.button if b.label == "Accept suggestion"][0].click().run()
+    no_exception(at)
+    (box,) = populated_project.boxes(image_id)
+    assert box.iou(mtcnn_face_photo["box"]) > 0.5
+    doc = json.loads(populated_project.label_path(image_id).read_text())
+    assert doc["shapes"][0]["shape_type"] == "rectangle" and doc["shapes"][0]["label"] == "face"
+
+
+# -- the canvas conversion (AppTest cannot drag on the canvas) ------------------------------
+
+
+def test_canvas_size_keeps_shape() -> None:
+    assert canvas_size(1280, 720) == (640, 360)
+    assert canvas_size(160, 120) == (640, 480)  # small photos are enlarged to draw on
+    w, h = canvas_size(600, 1200)
+    assert h == 520 and abs(w / h - 0.5) < 0.01
+
+
+def test_rect_round_trip() -> None:
+    box = Box(0.2, 0.1, 0.6, 0.7)
+    obj = rect_object(box, 640, 480, "#fff")
+    assert obj["type"] == "Rect"
+    (back,) = boxes_from_canvas({"objects": [obj]}, 640, 480)
+    assert same_boxes([back], [box], tol=1e-9)
+
+
+def test_scaled_and_centred_rects() -> None:
+    objs = [
+        {"type": "Rect", "left": 100, "top": 50, "width": 50, "height": 40, "scaleX": 2, "scaleY": 1.5},
+        {
+            "type": "Rect",
+            "left": 320,
+            "top": 240,
+            "width": 64,
+            "height": 48,
+            "originX": "center",
+            "originY": "center",
+        },
+        {"type": "Path", "path": []},
+        {"type": "Rect", "left": 900, "top": 900, "width": 10, "height": 10},  # outside: dropped
+    ]
+    a, b = boxes_from_canvas({"objects": objs}, 640, 480)
+    assert a.to_list() == pytest.approx([100 / 640, 50 / 480, 200 / 640, 110 / 480])
+    assert b.to_list() == pytest.approx([288 / 640, 216 / 480, 352 / 640, 264 / 480])
+
+
+def test_dragged_backwards_and_past_the_edge_is_sorted_and_clipped() -> None:
+    obj = {"type": "Rect", "left": 600, "top": 400, "width": -100, "height": -100}
+    (box,) = boxes_from_canvas({"objects": [obj]}, 640, 480)
+    assert box.x1 < box.x2 and box.y1 < box.y2
+    obj = {"type": "Rect", "left": -50, "top": -50, "width": 200, "height": 200}
+    (box,) = boxes_from_canvas({"objects": [obj]}, 640, 480)
+    assert box.x1 == 0 and box.y1 == 0
+
+
+def test_nothing_sent() -> None:
+    assert boxes_from_canvas(None, 640, 480) is None
+    assert boxes_from_canvas({"objects": []}, 640, 480) == []
