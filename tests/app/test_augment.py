@@ -1,0 +1,70 @@
+"""Augment page: sliders from remembered settings, preview, generating in the background, counts."""
+
+from __future__ import annotations
+
+import time
+
+from facetrack.fileio import atomic_write_json
+from facetrack.jobs import augment_state
+from tests.app.conftest import no_exception
+
+AUGMENT = "pages/augment.py"
+
+
+def test_no_labels_points_to_label(app, empty_project) -> None:
+    at = app(AUGMENT, project=empty_project.name)
+    no_exception(at)
+    assert any("Label some photos first" in i.value for i in at.info)
+
+
+def test_every_setting_has_a_widget_and_preview_shows(app, populated_project) -> None:
+    at = app(AUGMENT, project=populated_project.name)
+    no_exception(at)
+    keys = {w.key for w in (*at.slider, *at.toggle, *at.number_input, *at.select_slider)}
+    from dataclasses import fields
+
+    from facetrack.augment import AugmentSettings
+
+    assert {f"aug_{f.name}" for f in fields(AugmentSettings)} <= keys
+    images = at.get("image")
+    assert len(images) == 8  # the preview grid
+    assert any("Nothing generated yet" in i.value for i in at.info)
+
+
+def test_remembered_settings_fill_the_sliders(app, populated_project) -> None:
+    atomic_write_json(
+        populated_project.augmented_dir / "settings.json",
+        {"key": "x", "settings": {"copies_per_image": 7, "rotation": 33, "output_size": 150}},
+    )
+    at = app(AUGMENT, project=populated_project.name)
+    no_exception(at)
+    assert at.slider(key="aug_copies_per_image").value == 7
+    assert at.slider(key="aug_rotation").value == 33
+    assert at.select_slider(key="aug_output_size").value == 150
+
+
+def test_slider_change_refreshes_preview(app, populated_project) -> None:
+    at = app(AUGMENT, project=populated_project.name)
+    before = [i.proto.imgs[0].url for i in at.get("image")]
+    at.slider(key="aug_rotation").set_value(45).run()
+    no_exception(at)
+    after = [i.proto.imgs[0].url for i in at.get("image")]
+    assert len(after) == 8 and before != after
+
+
+def test_generate_runs_in_background_and_counts(app, populated_project) -> None:
+    at = app(AUGMENT, project=populated_project.name)
+    at.slider(key="aug_copies_per_image").set_value(2).run()
+    at.button(key="aug_go").click().run()
+    no_exception(at)
+    deadline = time.time() + 90
+    while augment_state(populated_project)["state"] == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    state = augment_state(populated_project)
+    assert state["state"] == "finished", state
+    at.run()
+    no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Training images"]) > 0
+    assert any("up to date" in s.value for s in at.success)
+    assert at.slider(key="aug_copies_per_image").value == 2
