@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+# Load WebRTC's native libraries before anything loads TensorFlow (a SIGSEGV otherwise).
+import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
+
 from facetrack import jobs
 from facetrack.augment import load_samples
 from facetrack.images import ImageError, encode_jpeg, read_rgb

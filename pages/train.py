@@ -8,6 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
+# Load WebRTC's native libraries before anything loads TensorFlow (a SIGSEGV otherwise).
+import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
+
 from facetrack import jobs
 from facetrack.augment import counts, is_stale
 from facetrack.train import TrainSettings
@@ -208,9 +211,7 @@ def settings_form() -> None:
         help="After the head has learnt, also adjust VGG16's last block for a few epochs at a low "
         "learning rate. Only for VGG16.",
     )
-    name = st.text_input(
-        "Run name (optional)", placeholder=backbone, max_chars=40, key="train_run_name"
-    )
+    name = st.text_input("Run name (optional)", placeholder=backbone, max_chars=40, key="train_run_name")
     if st.button("Start training", type="primary", icon=":material/play_arrow:", key="start_training"):
         try:
             settings = TrainSettings(

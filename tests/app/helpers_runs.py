@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Load WebRTC's native libraries before anything loads TensorFlow (a SIGSEGV otherwise).
+import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
+
 from facetrack.labels import Box
 from facetrack.workspace import Project, create_project
 
