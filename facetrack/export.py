@@ -187,6 +187,7 @@ def export_run(
     dest: Path | None = None,
     quantize: str = "dynamic",
     force: bool = False,
+    representative_images: Iterable[np.ndarray] | None = None,
 ) -> Path:
     """Produce the run's model in ``fmt`` (``"keras"`` or ``"tflite"``) and return its path.
 
@@ -196,6 +197,8 @@ def export_run(
     existing up-to-date file is reused whatever ``quantize`` says). With
     ``dest`` the file is also copied there (``dest`` may be a folder; the copy
     is then named ``<run name>.<ext>``) and that path is returned.
+    ``quantize="int8"`` should come with ``representative_images`` (see
+    :func:`tflite_bytes`); ``"dynamic"`` needs none and is as fast here.
     Raises :class:`ExportError` when the run or its model is missing.
     """
     if fmt not in EXPORT_FORMATS:
@@ -220,7 +223,12 @@ def export_run(
                 raise ExportError(
                     f"run {run_dir.name} has no {KERAS_FILE} to convert: train a model first (or the training failed)"
                 )
-            export_tflite(_load_keras(keras_path), tflite_path, quantize=quantize)
+            export_tflite(
+                _load_keras(keras_path),
+                tflite_path,
+                quantize=quantize,
+                representative_images=representative_images,
+            )
         out = tflite_path
     if dest is None:
         return out
