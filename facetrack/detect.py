@@ -381,10 +381,16 @@ class Detector:
             score = 0.0
         return score, to_box(raw)
 
-    def detect(self, frame: np.ndarray, color: str = "bgr") -> list[Detection]:
-        """At most one :class:`Detection` (score >= threshold) in ``frame``'s pixels."""
+    def detect(
+        self, frame: np.ndarray, color: str = "bgr", threshold: float | None = None
+    ) -> list[Detection]:
+        """At most one :class:`Detection` (score >= threshold) in ``frame``'s pixels.
+
+        ``threshold`` overrides :attr:`threshold` for this call (a detector
+        cached for several browser sessions keeps one shared default).
+        """
         score, box = self.predict_raw(frame, color)
-        if score < self._threshold:
+        if score < (self._threshold if threshold is None else threshold):
             return []
         h, w = np.asarray(frame).shape[:2]
         return [Detection.from_box(score, box, w, h)]
@@ -576,13 +582,16 @@ class LivePipeline:
     returns it with the face box, label, score and FPS drawn in place. It runs
     on the streamlit-webrtc callback thread; the page changes ``threshold``
     and ``smoothing`` and reads :meth:`snapshot` from its own thread (all
-    shared state is behind locks).
+    shared state is behind locks). ``threshold`` belongs to the pipeline
+    (one per video stream), so a detector shared by several sessions is not
+    changed by any of them.
     """
 
     def __init__(
         self, detector: Detector, smoothing: bool = True, color: str = "bgr", show_fps: bool = True
     ) -> None:
         self.detector = detector
+        self._threshold = detector.threshold
         self.smoother = BoxSmoother()
         self.smoothing = smoothing
         self.color = color
@@ -595,15 +604,19 @@ class LivePipeline:
 
     @property
     def threshold(self) -> float:
-        return self.detector.threshold
+        """Minimum score (``0..1``) for this stream."""
+        return self._threshold
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        self.detector.threshold = value
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {value}")
+        self._threshold = value
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
-        dets = self.detector.detect(frame, self.color)
+        dets = self.detector.detect(frame, self.color, threshold=self._threshold)
         ms = (time.perf_counter() - t0) * 1000
         dets = self.smoother.update(dets) if self.smoothing else dets
         fps = self.meter.tick()

@@ -462,3 +462,7 @@ def test_live_pipeline_draws_and_reports():
     live(frames[0])
     live(frames[0])
     assert live.snapshot()["detections"] == []
+    assert det.threshold == 0.5  # the shared detector is untouched
+    assert len(det.detect(frames[0])) == 1 and det.detect(frames[0], threshold=0.85) == []
+    with pytest.raises(ValueError):
+        live.threshold = -0.1
