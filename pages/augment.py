@@ -169,11 +169,8 @@ with previews:
                     st.image(draw_boxes(img, [box] if box else [], BOX_RGB), width="stretch")
                     st.caption("face" if box else ("no face (cropped out)" if boxes else "no face"))
 
-# -- generate --------------------------------------------------------------------------
-st.divider()
-st.subheader("Generate the training set", anchor=False)
 
-
+# -- generate ----------------------------------------------------------------------
 @st.fragment(run_every=1)
 def generation_panel() -> None:
     state = augment_state(project)
@@ -216,32 +213,35 @@ def generation_panel() -> None:
             st.rerun()
 
 
-generation_panel()
+with previews:
+    st.divider()
+    st.subheader("Generate the training set", anchor=False)
+    generation_panel()
 
-try:
-    n = counts(project)
-    stale = is_stale(project)
-except (OSError, ValueError) as exc:
-    st.error(f"Could not read the generated set: {exc}")
-    st.stop()
+    try:
+        n = counts(project)
+        stale = is_stale(project)
+    except (OSError, ValueError) as exc:
+        st.error(f"Could not read the generated set: {exc}")
+        n, stale = {}, False
 
-c1, c2, c3 = st.columns(3)
-c1.metric("Training images", n.get("train", 0), help="augmented copies of the train split")
-c1.caption(f"{n.get('train_faces', 0)} with a face")
-c2.metric("Validation images", n.get("val", 0))
-c2.caption(f"{n.get('val_faces', 0)} with a face")
-c3.metric("Test images", n.get("test", 0))
-c3.caption(f"{n.get('test_faces', 0)} with a face")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Training images", n.get("train", 0), help="augmented copies of the train split")
+    c1.caption(f"{n.get('train_faces', 0)} with a face")
+    c2.metric("Validation images", n.get("val", 0))
+    c2.caption(f"{n.get('val_faces', 0)} with a face")
+    c3.metric("Test images", n.get("test", 0))
+    c3.caption(f"{n.get('test_faces', 0)} with a face")
 
-current = remembered_settings(project)
-if n.get("train", 0) == 0:
-    st.info("Nothing generated yet: press **Generate**.", icon=":material/info:")
-elif stale:
-    st.warning("Some labelled photos are not in the generated set yet: press **Generate** again.")
-elif settings is not None and settings.key() != current.key():
-    st.info("The sliders differ from the settings used for the set below: press **Generate** to apply them.")
-else:
-    st.success("The training set is up to date.", icon=":material/task_alt:")
-    st.page_link("pages/train.py", label="Next: train your model", icon=":material/arrow_forward:")
-if n.get("train", 0) and stale:
-    st.page_link("pages/train.py", label="Train anyway", icon=":material/arrow_forward:")
+    current = remembered_settings(project)
+    if n.get("train", 0) == 0:
+        st.info("Nothing generated yet: press **Generate**.", icon=":material/info:")
+    elif stale:
+        st.warning("Some labelled photos are not in the generated set yet: press **Generate** again.")
+    elif settings is not None and settings.key() != current.key():
+        st.info("The sliders differ from the settings of the current set: press **Generate** to apply them.")
+    else:
+        st.success("The training set is up to date.", icon=":material/task_alt:")
+        st.page_link("pages/train.py", label="Next: train your model", icon=":material/arrow_forward:")
+    if n.get("train", 0) and stale:
+        st.page_link("pages/train.py", label="Train anyway", icon=":material/arrow_forward:")

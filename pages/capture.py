@@ -34,9 +34,9 @@ def import_uploads(project: Project, files: list[tuple[str, bytes]]) -> None:
     except (ImportError_, ImageError, LabelError, WorkspaceError, OSError) as exc:
         st.session_state["capture_flash"] = ("error", f"Nothing imported: {exc}", [])
         return
-    details = [f"✅ {name}" for name, _ in report.added]
-    details += [f"❌ {name}: {why}" for name, why in report.skipped]
-    details += [f"ℹ️ {name}: {note}" for name, note in report.notes]
+    details = [f":green[:material/check:] {name}" for name, _ in report.added]
+    details += [f":red[:material/close:] {name}: {why}" for name, why in report.skipped]
+    details += [f":blue[:material/info:] {name}: {note}" for name, note in report.notes]
     kind = "success" if report.added and not report.skipped else ("warning" if report.added else "error")
     text = report.summary() + "."
     if not report.added:

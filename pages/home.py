@@ -132,11 +132,13 @@ with st.container(border=True):
         with c1:
             st.page_link(page, label=label, icon=icon)
         with c2:
-            st.markdown(f"{'✅' if done else '⬜'} {detail}")
+            st.markdown(f"**{detail}**" if done else detail)
 
 page, label, why = next_step()
-st.markdown(f"**Next:** {why}")
-st.page_link(page, label=label, icon=":material/arrow_forward:")
+with st.container(horizontal=True, vertical_alignment="center"):
+    if st.button(label, type="primary", icon=":material/arrow_forward:", key="next_step"):
+        st.switch_page(page)
+    st.markdown(f"**Next:** {why}")
 
 # -- privacy and deleting ----------------------------------------------------------
 st.divider()

@@ -80,3 +80,16 @@ def test_project_deleted_in_another_tab(app, populated_project) -> None:
     at.run()
     no_exception(at)
     assert any("Create or open a project" in i.value for i in at.info)
+
+
+def test_switching_project_on_home_sticks(app, workspace: Path) -> None:
+    from facetrack.workspace import create_project
+
+    create_project("alpha", workspace)
+    create_project("beta", workspace)
+    at = app(HOME, project="alpha")
+    at.main.selectbox[0].set_value("beta").run()
+    at.run()
+    no_exception(at)
+    assert at.session_state["project"] == "beta"
+    assert any("Project: beta" in s.value for s in at.subheader)
