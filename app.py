@@ -4,6 +4,7 @@ Run with ``streamlit run app.py``. This file is only the router: page config,
 the optional password, the sidebar project picker and the navigation.
 """
 
+import ui  # noqa: F401, I001  (first: imports aiortc before anything loads TensorFlow)
 import streamlit as st
 
 from ui.common import require_password, sidebar_project_picker

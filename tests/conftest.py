@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# aiortc (streamlit-webrtc) must be imported before TensorFlow, or importing it later
+# crashes the process (see ui/__init__.py); the page tests import it after the library tests.
+import aiortc  # noqa: F401, I001
 import cv2
 import numpy as np
 import pytest
