@@ -175,7 +175,7 @@ def show_metrics(m: dict[str, Any]) -> None:
         cols = st.columns(4)
         for col, (key, label, help_text) in zip(cols, row, strict=True):
             with col:
-                st.metric(label, _fmt(m.get(key)), help=help_text)
+                st.metric(label, _fmt(m.get(key)))
                 st.caption(help_text)
     for note in m.get("notes") or []:
         st.caption(f"Note: {note}.")

@@ -90,7 +90,7 @@ def show_scores(state: jobs.RunState) -> None:
     last = state.history[-1] if state.history else {}
     c1, c2, c3 = st.columns(3)
     c1.metric(
-        "Epoch",
+        "Epochs done",
         f"{state.epoch or int(last.get('epoch', 0) or 0)} / {state.epochs}" if state.epochs else "–",
     )
     c2.metric(
