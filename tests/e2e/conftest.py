@@ -161,10 +161,9 @@ def e2e_workspace(tmp_path_factory) -> Path:
 def app_server(e2e_workspace, browser):
     """Base URL of ``streamlit run app.py`` with FACETRACK_HOME = ``e2e_workspace``.
 
-    The app's root page is opened once before the tests: Streamlit serves the
-    files of a ``pages/`` folder directly (skipping app.py's router) until the
-    entry script has once called ``st.navigation`` (see the report of the
-    deep-link test in test_capture_browser.py).
+    The app's root page is opened once before the tests (it warms the
+    router; a first visit by deep link is tested on its own server in
+    test_capture_browser.py).
     """
     proc, url, log = start_streamlit(
         "app.py", REPO_ROOT, {"FACETRACK_HOME": str(e2e_workspace)}, ARTIFACTS / "streamlit.log"

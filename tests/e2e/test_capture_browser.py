@@ -118,14 +118,13 @@ def test_take_photo_and_burst_save_camera_frames(page, app_server, e2e_workspace
 
 @pytest.mark.e2e
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with the page files in a folder named pages/, Streamlit serves /capture directly "
-    "(MPA v1) until the entry script has once called st.navigation: a first visit by deep link skips "
-    "app.py (no router, no sidebar project picker, no password gate). Rename pages/ (e.g. app_pages/).",
-)
 def test_first_visit_by_deep_link_goes_through_the_router(browser, tmp_path):
-    """A fresh server, a password, and a first visit straight to /capture: the password form must show."""
+    """A fresh server, a password, and a first visit straight to /capture: the password form must show.
+
+    Regression: with the page files in ``pages/``, Streamlit once served
+    /capture directly (MPA v1) until app.py had run ``st.navigation`` once,
+    so a first visit by deep link skipped the router and the password gate.
+    """
     create_project("p", tmp_path)
     proc, url, log = start_streamlit(
         "app.py",
