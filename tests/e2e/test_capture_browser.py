@@ -112,6 +112,8 @@ def test_take_photo_and_burst_save_camera_frames(page, app_server, e2e_workspace
     # the gallery shows all six
     wait_idle(page)
     expect(page.get_by_text("Your photos (6)")).to_be_visible(timeout=30_000)
+    page.set_viewport_size({"width": 1400, "height": 1450})  # the camera, the controls and the gallery
+    wait_idle(page)
     screenshot(page, "capture", docs_name="capture")
     click_stop(page)
 
