@@ -7,10 +7,9 @@ the optional password, the sidebar project picker and the navigation.
 import ui  # noqa: F401, I001  (first: imports aiortc before anything loads TensorFlow)
 import streamlit as st
 
-from ui.common import require_password, sidebar_project_picker
+from ui.common import password_ok, require_password, sidebar_project_picker
 
 st.set_page_config(page_title="FaceTrack", page_icon=":material/face:", layout="wide")
-require_password()
 
 pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
@@ -21,6 +20,8 @@ pages = [
     st.Page("pages/evaluate.py", title="5. Evaluate", icon=":material/fact_check:"),
     st.Page("pages/live.py", title="6. Live", icon=":material/videocam:"),
 ]
-nav = st.navigation(pages)
+# The navigation is declared on every run (so deep links resolve), hidden until the password is given.
+nav = st.navigation(pages, position="sidebar" if password_ok() else "hidden")
+require_password()
 sidebar_project_picker()
 nav.run()

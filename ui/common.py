@@ -14,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from facetrack.workspace import Project, WorkspaceError, list_projects, open_project, workspace_root
+from ui import use_app_navigation
 
 PASSWORD_ENV = "FACETRACK_PASSWORD"
 
@@ -30,11 +31,16 @@ def configured_password() -> str | None:
     return str(value) if value else None
 
 
+def password_ok() -> bool:
+    """True when no password is set, or this browser session has given it."""
+    return configured_password() is None or bool(st.session_state.get("authenticated"))
+
+
 def require_password() -> None:
     """Stop the page until the visitor gives the configured password (no-op without one)."""
-    password = configured_password()
-    if not password or st.session_state.get("authenticated"):
+    if password_ok():
         return
+    password = configured_password()
     st.title("FaceTrack")
     st.write("This FaceTrack is protected by a password. Ask the person running the demo.")
     with st.form("login"):
@@ -49,7 +55,14 @@ def require_password() -> None:
 
 
 def current_project() -> Project | None:
-    """The project picked in the sidebar (or in the URL), or None."""
+    """The project picked in the sidebar (or in the URL), or None.
+
+    Also the pages' own guard: the router (``app.py``) asks for the password,
+    and so does every page that reaches its project, should it ever run
+    without the router.
+    """
+    use_app_navigation()
+    require_password()
     name = st.session_state.get("project") or st.query_params.get("project")
     if not name:
         return None
@@ -100,7 +113,9 @@ def sidebar_project_picker() -> None:
 
 
 def header(title: str, explanation: str) -> None:
-    """Page title and the one sentence that says what the page is for."""
+    """Page title and the one sentence that says what the page is for (after the password, if any)."""
+    use_app_navigation()
+    require_password()
     st.title(title)
     st.caption(explanation)
 
