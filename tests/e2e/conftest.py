@@ -376,12 +376,16 @@ def webrtc_inner_frame(page):
 
 
 def screenshot(page, name: str, docs_name: str | None = None, full_page: bool = True) -> Path:
-    """Save ``artifacts/e2e/<name>.png``; with ``docs_name`` also copy it to ``docs/screenshots/``."""
+    """Save ``artifacts/e2e/<name>.png``; with ``docs_name`` also copy it to ``docs/screenshots/``.
+
+    The README's screenshots are only rewritten when ``FACETRACK_UPDATE_SCREENSHOTS=1``
+    (so a test run does not change tracked files).
+    """
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     path = ARTIFACTS / f"{safe}.png"
     page.screenshot(path=str(path), full_page=full_page)
-    if docs_name:
+    if docs_name and os.environ.get("FACETRACK_UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, SCREENSHOTS / f"{docs_name}.png")
     return path
