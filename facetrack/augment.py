@@ -58,6 +58,8 @@ class AugmentSettings:
     output_size: int = 160  # side of the square images written (>= the model's input size)
     crop_probability: float = 0.8  # share of copies that are a random crop (others: the whole photo)
     crop_scale_min: float = 0.3  # smallest crop, as a share of the photo's area
+    zoom_out: float = 0.4  # shrink the photo by up to this share on a plain border (small, far faces)
+    zoom_out_probability: float = 0.3  # chance of a zoom-out
     horizontal_flip: bool = True  # mirror half of the copies
     vertical_flip: bool = False  # faces are not upside down: off by default
     brightness: float = 0.2  # +- share of full brightness
@@ -119,6 +121,18 @@ def build_pipeline(settings: AugmentSettings) -> A.Compose:
                 rotate_method="ellipse",
                 border_mode=cv2.BORDER_REFLECT_101,
                 p=0.5,
+            )
+        )
+    if settings.zoom_out > 0 and settings.zoom_out_probability > 0:
+        # Crops only zoom in; this makes faces smaller, as a face far from the camera is.
+        # The border is plain grey, so no unlabelled mirrored face appears in it.
+        transforms.append(
+            A.Affine(
+                scale=(1.0 - min(settings.zoom_out, 0.9), 1.0),
+                keep_ratio=True,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=114,
+                p=settings.zoom_out_probability,
             )
         )
     # OneOf picks a child in proportion to the children's p (fixed when OneOf is built)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,18 +230,12 @@ class _KerasRunner:
 
 
 def _load_keras_model(path: Path) -> Any:
-    try:
-        from facetrack.model import load_model  # registers the custom layers
-    except ImportError:
-        import keras
-
-        def load_model(p: Path) -> Any:
-            return keras.saving.load_model(p, safe_mode=True)
+    from facetrack.model import ModelLoadError, load_model  # registers the custom layers
 
     try:
         return load_model(path)
-    except Exception as exc:
-        raise DetectorError(f"cannot load {path}: {exc}") from exc
+    except ModelLoadError as exc:
+        raise DetectorError(str(exc)) from exc
 
 
 def _settings_input_size(path: Path) -> int | None:
@@ -530,110 +523,3 @@ class BoxSmoother:
             out = Detection.from_box(float(self._state[4]), to_box(self._state[:4]), w, h)
             self._last = out
             return [out]
-
-
-# -- the live loop -------------------------------------------------------------
-
-
-class FpsMeter:
-    """Frames per second from the time between calls, smoothed (EMA). Thread-safe.
-
-    ``tick()`` once per frame returns the current estimate (``None`` before
-    the second frame). A gap longer than ``reset_after`` seconds restarts it.
-    """
-
-    def __init__(
-        self, alpha: float = 0.1, reset_after: float = 2.0, clock: Callable[[], float] | None = None
-    ) -> None:
-        self.alpha = float(alpha)
-        self.reset_after = float(reset_after)
-        self._clock = clock or time.perf_counter
-        self._lock = threading.Lock()
-        self._last: float | None = None
-        self._fps: float | None = None
-
-    def tick(self) -> float | None:
-        """Count a frame now; return the smoothed frames per second."""
-        with self._lock:
-            now = self._clock()
-            if self._last is not None:
-                dt = now - self._last
-                if dt > self.reset_after:
-                    self._fps = None
-                elif dt > 0:
-                    inst = 1.0 / dt
-                    self._fps = (
-                        inst if self._fps is None else self.alpha * inst + (1 - self.alpha) * self._fps
-                    )
-            self._last = now
-            return self._fps
-
-    @property
-    def fps(self) -> float | None:
-        """The last estimate, without counting a frame."""
-        with self._lock:
-            return self._fps
-
-
-class LivePipeline:
-    """What a video frame callback does: detect, smooth, draw, count FPS.
-
-    ``pipeline(frame)`` takes a BGR (or ``color``) frame of any size and
-    returns it with the face box, label, score and FPS drawn in place. It runs
-    on the streamlit-webrtc callback thread; the page changes ``threshold``
-    and ``smoothing`` and reads :meth:`snapshot` from its own thread (all
-    shared state is behind locks). ``threshold`` belongs to the pipeline
-    (one per video stream), so a detector shared by several sessions is not
-    changed by any of them.
-    """
-
-    def __init__(
-        self, detector: Detector, smoothing: bool = True, color: str = "bgr", show_fps: bool = True
-    ) -> None:
-        self.detector = detector
-        self._threshold = detector.threshold
-        self.smoother = BoxSmoother()
-        self.smoothing = smoothing
-        self.color = color
-        self.show_fps = show_fps
-        self.meter = FpsMeter()
-        self._lock = threading.Lock()
-        self._last: list[Detection] = []
-        self._frames = 0
-        self._infer_ms: float | None = None
-
-    @property
-    def threshold(self) -> float:
-        """Minimum score (``0..1``) for this stream."""
-        return self._threshold
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {value}")
-        self._threshold = value
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
-        dets = self.detector.detect(frame, self.color, threshold=self._threshold)
-        ms = (time.perf_counter() - t0) * 1000
-        dets = self.smoother.update(dets) if self.smoothing else dets
-        fps = self.meter.tick()
-        out = draw_detections(frame, dets, self.color, fps=fps if self.show_fps else None)
-        with self._lock:
-            self._last = list(dets)
-            self._frames += 1
-            self._infer_ms = ms if self._infer_ms is None else 0.1 * ms + 0.9 * self._infer_ms
-        return out
-
-    def snapshot(self) -> dict[str, Any]:
-        """``{"frames", "fps", "detect_ms", "detections": [to_dict...], "backend"}`` for the page."""
-        with self._lock:
-            return {
-                "frames": self._frames,
-                "fps": self.meter.fps,
-                "detect_ms": self._infer_ms,
-                "detections": [d.to_dict() for d in self._last],
-                "backend": self.detector.backend,
-            }

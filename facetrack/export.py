@@ -157,18 +157,12 @@ def export_tflite(
 
 
 def _load_keras(path: Path) -> Any:
-    try:
-        from facetrack.model import load_model  # registers the custom layers
-    except ImportError:
-        import keras
-
-        def load_model(p: Path) -> Any:
-            return keras.saving.load_model(p, safe_mode=True)
+    from facetrack.model import ModelLoadError, load_model  # registers the custom layers
 
     try:
         return load_model(path)
-    except Exception as exc:
-        raise ExportError(f"cannot load {path}: {exc}") from exc
+    except ModelLoadError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def _copy_atomic(src: Path, dest: Path) -> Path:

@@ -99,6 +99,15 @@ with controls:
             key=widget_key("crop_scale_min"),
             help="Small crops zoom in; a crop that cuts most of the face off becomes a 'no face' example.",
         )
+        st.slider(
+            "Zoom out (share)",
+            0.0,
+            0.9,
+            step=0.05,
+            key=widget_key("zoom_out"),
+            help="Shrinks the photo on a grey border, so the model also learns small, far-away faces.",
+        )
+        st.slider("Zoom-out probability", 0.0, 1.0, step=0.05, key=widget_key("zoom_out_probability"))
         st.slider("Rotation (± degrees)", 0, 45, key=widget_key("rotation"))
         st.slider(
             "Minimum visible face",

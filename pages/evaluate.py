@@ -23,7 +23,7 @@ from facetrack.images import ImageError, encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError, iou
 from facetrack.workspace import Project
 from ui.common import header, require_project, run_label
-from ui.images import BOX_RGB, draw_boxes
+from ui.images import BOX_RGB, draw_boxes, shrink
 
 PRED_RGB = (255, 140, 0)  # orange: what a model predicted
 PRETRAINED_RGB = (66, 133, 244)  # blue: the ready-made detector
@@ -87,14 +87,7 @@ def _annotated(
         rgb = read_rgb(Path(path))
     except (ImageError, OSError, ValueError):
         return None
-    h, w = rgb.shape[:2]
-    scale = side / max(h, w)
-    if scale < 1:
-        import cv2
-
-        rgb = cv2.resize(
-            rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-        )
+    rgb = shrink(rgb, side)
     if true_box is not None:
         rgb = draw_boxes(rgb, [Box(*true_box)], BOX_RGB)
     for box, colour, label in boxes:

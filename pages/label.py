@@ -204,6 +204,11 @@ with side_col:
             "- Photos without your face are useful too: mark them *No face*."
         )
 
+
+def _boxes_key(boxes: list[Box]) -> str:
+    return "|".join(",".join(f"{v:.4f}" for v in b.to_list()) for b in boxes) or "none"
+
+
 with canvas_col:
     cw, ch = canvas_size(info.width, info.height)
     shown = saved if saved else ([suggestion.box] if suggestion is not None else [])
@@ -222,7 +227,9 @@ with canvas_col:
             drawing_mode="rect",
             initial_drawing={"objects": [rect_object(b, cw, ch, color) for b in shown]},
             update_streamlit=True,
-            key=f"canvas-{project.name}-{current}-{st.session_state.get('label_nonce', 0)}",
+            # The starting boxes are part of the key: when they change (another suggestion source,
+            # a save), the canvas starts afresh instead of returning its old drawing.
+            key=f"canvas-{project.name}-{current}-{st.session_state.get('label_nonce', 0)}-{_boxes_key(shown)}",
         )
         drawn = boxes_from_canvas(result.json_data, cw, ch)
     except Exception as exc:  # noqa: BLE001 - the component must never take the page down

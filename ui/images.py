@@ -31,13 +31,16 @@ def _thumbnail(path: str, mtime: float, side: int) -> bytes | None:
         rgb = read_rgb(Path(path))
     except (ImageError, OSError, ValueError):
         return None
+    return encode_jpeg(shrink(rgb, side), quality=85)
+
+
+def shrink(rgb: np.ndarray, side: int) -> np.ndarray:
+    """Downscale so the longer side is at most ``side`` pixels (never enlarges)."""
     h, w = rgb.shape[:2]
     scale = side / max(h, w)
-    if scale < 1:
-        rgb = cv2.resize(
-            rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-        )
-    return encode_jpeg(rgb, quality=85)
+    if scale >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def thumbnail(path: Path, side: int = 320) -> bytes | None:

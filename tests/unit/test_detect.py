@@ -17,8 +17,6 @@ from facetrack.detect import (
     Detection,
     Detector,
     DetectorError,
-    FpsMeter,
-    LivePipeline,
     draw_detections,
     frame_to_rgb_input,
     to_box,
@@ -431,38 +429,3 @@ def test_smoother_blends_overlapping_boxes_and_picks_best():
 
 
 # -- live loop ---------------------------------------------------------------------
-
-
-def test_fps_meter():
-    t = [0.0]
-    meter = FpsMeter(alpha=0.5, clock=lambda: t[0])
-    assert meter.tick() is None
-    for _ in range(20):
-        t[0] += 0.04
-        fps = meter.tick()
-    assert fps == pytest.approx(25.0)
-    t[0] += 5.0  # a long pause restarts the estimate
-    assert meter.tick() is None
-    t[0] += 0.1
-    assert meter.tick() == pytest.approx(10.0)
-
-
-def test_live_pipeline_draws_and_reports():
-    det = fake_detector(score=0.8, box=(0.2, 0.2, 0.6, 0.7))
-    live = LivePipeline(det)
-    frames = _frames(3)
-    for f in frames:
-        before = f.copy()
-        out = live(f)
-        assert out.shape == before.shape and (out != before).any()
-    snap = live.snapshot()
-    assert snap["frames"] == 3 and snap["backend"] == "fake" and snap["fps"] is not None
-    assert snap["detections"] == [{"score": 0.8, "box": [128, 96, 384, 336]}]
-    live.threshold = 0.9
-    live(frames[0])
-    live(frames[0])
-    assert live.snapshot()["detections"] == []
-    assert det.threshold == 0.5  # the shared detector is untouched
-    assert len(det.detect(frames[0])) == 1 and det.detect(frames[0], threshold=0.85) == []
-    with pytest.raises(ValueError):
-        live.threshold = -0.1
