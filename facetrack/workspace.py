@@ -26,7 +26,7 @@ import re
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,7 @@ class ImageInfo:
     original_name: str | None = None
     source: str = "upload"  # "camera", "upload" or "import"
     resized_from: tuple[int, int] | None = None
+    sha256: str | None = None  # of the stored JPEG: the same photo gets the same split in any project
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ class Project:
             resized_from=(w0, h0) if (w0, h0) != (w, h) else None,
         )
         data = encode_jpeg(rgb)
+        info = replace(info, sha256=hashlib.sha256(data).hexdigest())
         # meta first, image last: an image without meta is never listed half-made
         atomic_write_json(self.meta_path(image_id), asdict(info))
         if label is not None:
@@ -341,8 +343,10 @@ class Project:
             return new
 
     def _group_key(self, image_id: str) -> str:
-        burst = self.info(image_id).burst
-        return f"burst:{burst}" if burst else f"image:{image_id}"
+        info = self.info(image_id)
+        if info.burst:
+            return f"burst:{info.burst}"
+        return f"photo:{info.sha256}" if info.sha256 else f"image:{image_id}"
 
     def _forget_in_split(self, image_ids: list[str]) -> None:
         path = self.path / "split.json"

@@ -172,3 +172,19 @@ def test_concurrent_label_writers_lose_nothing(workspace):
         assert p.boxes(image_id) is not None  # every label parses
     assert set(json.loads((p.path / "split.json").read_text())) == set(ids)
     assert not list(p.path.rglob("*.tmp"))
+
+
+def test_same_photos_get_the_same_split_in_any_project(workspace):
+    photos = [synthetic_face(seed=i) for i in range(30)]
+
+    def split_by_photo(name: str) -> list[str]:
+        p = create_project(name)
+        ids = [p.add_image(rgb).id for rgb in photos]
+        for i in ids:
+            p.set_boxes(i, [])
+        split = p.split()
+        return [split[i] for i in ids]
+
+    first = split_by_photo("one")
+    assert first == split_by_photo("two")  # ids differ, the photos do not
+    assert set(first) == {"train", "val", "test"}
