@@ -43,7 +43,7 @@ from facetrack.detect import Detector, draw_detections  # noqa: E402
 from facetrack.export import export_tflite  # noqa: E402
 from facetrack.labels import Box  # noqa: E402
 
-DEFAULT_DATA = Path("/work/shared/data/faces")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 SIZE = 120
 
 

@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -340,7 +341,8 @@ def generate(
             if progress:
                 progress(skipped + done, total)
     else:
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold TensorFlow threads
+        # fork starts workers at once; never fork a process that holds TensorFlow's threads (spawn then)
+        ctx = multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
             pending: set[Future] = set()
             queue = list(reversed(tasks))
