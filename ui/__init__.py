@@ -27,7 +27,7 @@ def use_app_navigation() -> None:
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
+    ctx = get_script_run_ctx(suppress_warning=True)
     if ctx is None or Path(ctx.main_script_path).name != "app.py" or "streamlit.testing.v1" in sys.modules:
         # Not served by `streamlit run app.py`: AppTest resets that flag before every run and
         # runs the page it is switched to on its own, by design.
