@@ -17,7 +17,12 @@ from tests.conftest import REPO, jpeg_bytes, synthetic_face
 def run_cli(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "FACETRACK_HOME": str(home), "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "facetrack", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+        [sys.executable, "-m", "facetrack", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
     )
     if check:
         assert proc.returncode == 0, proc.stderr
@@ -45,7 +50,19 @@ def test_import_augment_train_evaluate_detect_export(tmp_path):
     _make_source(src)
     out = run_cli("import", str(src), "--project", "demo", "--quiet", home=home)
     assert "40 photo(s) added (40 with labels)" in out.stdout
-    run_cli("augment", "--project", "demo", "--copies", "4", "--size", "48", "--workers", "0", "--quiet", home=home)
+    run_cli(
+        "augment",
+        "--project",
+        "demo",
+        "--copies",
+        "4",
+        "--size",
+        "48",
+        "--workers",
+        "0",
+        "--quiet",
+        home=home,
+    )
     out = run_cli(
         "train", "--project", "demo", "--backbone", "compact", "--epochs", "2", "--input-size", "48",
         "--batch-size", "16", "--quiet", home=home,
