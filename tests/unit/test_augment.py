@@ -55,7 +55,9 @@ def test_copies_are_square_with_valid_boxes():
 def test_whole_frame_copy_keeps_the_box():
     rgb = synthetic_face(320, 200)
     box = Box(0.3, 0.25, 0.6, 0.75)
-    s = AugmentSettings(crop_probability=0.0, horizontal_flip=False, rotation=0, output_size=64)
+    s = AugmentSettings(
+        crop_probability=0.0, zoom_out_probability=0.0, horizontal_flip=False, rotation=0, output_size=64
+    )
     ((img, b),) = augment_image(rgb, box, s, count=1, seed=0)
     assert b.to_list() == pytest.approx(box.to_list(), abs=1e-3)
 
@@ -63,7 +65,7 @@ def test_whole_frame_copy_keeps_the_box():
 def test_flip_mirrors_the_box():
     rgb = synthetic_face(320, 200)
     box = Box(0.1, 0.25, 0.4, 0.75)
-    s = AugmentSettings(crop_probability=0.0, rotation=0, output_size=64)
+    s = AugmentSettings(crop_probability=0.0, zoom_out_probability=0.0, rotation=0, output_size=64)
     boxes = {tuple(np.round(b.to_list(), 3)) for _, b in augment_image(rgb, box, s, count=20, seed=3)}
     assert boxes == {(0.1, 0.25, 0.4, 0.75), (0.6, 0.25, 0.9, 0.75)}
 
@@ -77,6 +79,18 @@ def test_face_cut_off_by_a_crop_becomes_no_face():
     copies = augment_image(rgb, box, s, count=60, seed=2)
     assert any(b is None for _, b in copies)
     assert any(b is not None for _, b in copies)
+
+
+def test_zoom_out_shrinks_the_face_and_keeps_its_centre_inside():
+    rgb = synthetic_face(320, 240)
+    box = Box(0.3, 0.25, 0.6, 0.75)
+    s = AugmentSettings(
+        crop_probability=0.0, zoom_out=0.5, zoom_out_probability=1.0, horizontal_flip=False, rotation=0,
+        output_size=96,
+    )  # fmt: skip
+    boxes = [b for _, b in augment_image(rgb, box, s, count=20, seed=4)]
+    areas = [b.area for b in boxes if b is not None]
+    assert len(areas) == 20 and max(areas) <= box.area + 1e-6 and min(areas) < 0.6 * box.area
 
 
 def test_preview_is_deterministic_for_a_seed():
