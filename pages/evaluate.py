@@ -22,7 +22,7 @@ from facetrack.augment import load_samples
 from facetrack.images import ImageError, encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError, iou
 from facetrack.workspace import Project
-from ui.common import header, require_project, run_label
+from ui.common import header, model_download, require_project, run_label
 from ui.images import BOX_RGB, draw_boxes, shrink
 
 PRED_RGB = (255, 140, 0)  # orange: what a model predicted
@@ -246,25 +246,9 @@ def show_gallery(items: list[dict[str, Any]], compare: bool) -> None:
 def model_downloads(run_dir: Path) -> None:
     keras_path, tflite_path = run_dir / "model.keras", run_dir / "model.tflite"
     c1, c2, c3 = st.columns(3)
-    c1.download_button(
-        "Model (.keras)",
-        data=functools.partial(keras_path.read_bytes),
-        file_name=f"{run_dir.name}.keras",
-        mime="application/octet-stream",
-        icon=":material/download:",
-        on_click="ignore",
-        key="eval-dl-keras",
-    )
+    model_download(c1, keras_path, "Model (.keras)", key="eval-dl-keras")
     if tflite_path.is_file():
-        c2.download_button(
-            "Model for phones and live use (.tflite)",
-            data=functools.partial(tflite_path.read_bytes),
-            file_name=f"{run_dir.name}.tflite",
-            mime="application/octet-stream",
-            icon=":material/download:",
-            on_click="ignore",
-            key="eval-dl-tflite",
-        )
+        model_download(c2, tflite_path, "Model for phones and live use (.tflite)", key="eval-dl-tflite")
     else:
         c2.caption("No .tflite file yet: make one on the Train page.")
     c3.download_button(

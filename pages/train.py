@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from facetrack import jobs
 from facetrack.augment import counts, is_stale
 from facetrack.train import TrainSettings
 from ui.charts import loss_figure, score_figure
-from ui.common import header, require_project, run_label
+from ui.common import header, model_download, require_project, run_label
 
 # Same file and folder as facetrack.model (not imported here: it loads Keras, which takes seconds).
 VGG16_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -236,24 +235,10 @@ def model_downloads(run_dir: Path, key: str) -> None:
     if not keras_path.is_file():
         return
     c1, c2 = st.columns(2)
-    c1.download_button(
-        "Download model.keras",
-        data=functools.partial(keras_path.read_bytes),
-        file_name=f"{run_dir.name}.keras",
-        mime="application/octet-stream",
-        icon=":material/download:",
-        key=f"dl-keras-{key}",
-        on_click="ignore",
-    )
+    model_download(c1, keras_path, "Download model.keras", key=f"dl-keras-{key}")
     if tflite_path.is_file() and tflite_path.stat().st_mtime >= keras_path.stat().st_mtime:
-        c2.download_button(
-            "Download model.tflite (for phones and live use)",
-            data=functools.partial(tflite_path.read_bytes),
-            file_name=f"{run_dir.name}.tflite",
-            mime="application/octet-stream",
-            icon=":material/download:",
-            key=f"dl-tflite-{key}",
-            on_click="ignore",
+        model_download(
+            c2, tflite_path, "Download model.tflite (for phones and live use)", key=f"dl-tflite-{key}"
         )
     elif c2.button("Make model.tflite", icon=":material/build:", key=f"export-{key}"):
         from facetrack.export import ExportError, export_run

@@ -7,6 +7,7 @@ The current project lives in ``st.session_state["project"]`` and in the
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 from pathlib import Path
@@ -129,3 +130,16 @@ def run_label(run_dir: Path) -> str:
         rest = parts[2] if len(parts) > 2 else ""
         return f"{d[:4]}-{d[4:6]}-{d[6:]} {t[:2]}:{t[2:4]} {rest}".strip()
     return name
+
+
+def model_download(container, path: Path, label: str, key: str) -> None:  # noqa: ANN001 - a Streamlit container
+    """A download button for a run's model file (read only when clicked), named after the run."""
+    container.download_button(
+        label,
+        data=functools.partial(path.read_bytes),
+        file_name=f"{path.parent.name}{path.suffix}",
+        mime="application/octet-stream",
+        icon=":material/download:",
+        key=key,
+        on_click="ignore",
+    )
