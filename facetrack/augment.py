@@ -38,7 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facetrack.data import Sample
+from facetrack.data import SPLITS, Sample
 from facetrack.fileio import atomic_write_bytes, atomic_write_json, read_json
 from facetrack.images import encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
@@ -47,7 +47,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import albumentations as A
 
-AUGMENTED_SPLITS = ("train", "val", "test")
 JPEG_QUALITY = 92
 
 
@@ -375,7 +374,7 @@ def _marker_ok(marker: Path, key: str) -> bool:
 
 def _prune(out: Path, split: dict[str, str]) -> None:
     """Remove generated files of photos that were deleted or that sit on another side now."""
-    for side in AUGMENTED_SPLITS:
+    for side in SPLITS:
         folder = out / side
         if not folder.is_dir():
             continue
@@ -391,8 +390,8 @@ def load_samples(project: Any, side: str) -> list[Sample]:
     Only images still in the project and still on ``side`` of its split are
     returned; the train side gives augmented copies, val/test one plain copy.
     """
-    if side not in AUGMENTED_SPLITS:
-        raise ValueError(f"split must be one of {AUGMENTED_SPLITS}")
+    if side not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}")
     folder = project.augmented_dir / side
     if not folder.is_dir():
         return []
@@ -422,7 +421,7 @@ def load_samples(project: Any, side: str) -> list[Sample]:
 def counts(project: Any) -> dict[str, int]:
     """Number of generated samples per split, and faces among them."""
     result = {}
-    for side in AUGMENTED_SPLITS:
+    for side in SPLITS:
         samples = load_samples(project, side)
         result[side] = len(samples)
         result[f"{side}_faces"] = sum(s.has_face for s in samples)

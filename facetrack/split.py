@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 
-SPLITS = ("train", "val", "test")
+from facetrack.data import SPLITS
 
 
 def _hash(text: str) -> int:

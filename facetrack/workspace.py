@@ -401,8 +401,3 @@ def _check_id(image_id: str) -> str:
     if not isinstance(image_id, str) or not _ID_RE.match(image_id):
         raise WorkspaceError(f"{image_id!r} is not an image id")
     return image_id
-
-
-def stable_hash(text: str) -> int:
-    """A hash of ``text`` that is the same in every process (unlike ``hash``)."""
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
