@@ -17,12 +17,11 @@ import streamlit as st
 # Load WebRTC's native libraries before anything loads TensorFlow (a SIGSEGV otherwise).
 import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
 
-from facetrack import jobs
 from facetrack.augment import load_samples
 from facetrack.images import ImageError, encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError, iou
 from facetrack.workspace import Project
-from ui.common import header, model_download, require_project, run_label
+from ui.common import header, model_download, pick_run, require_project
 from ui.images import BOX_RGB, draw_boxes, shrink
 
 PRED_RGB = (255, 140, 0)  # orange: what a model predicted
@@ -271,15 +270,7 @@ if not runs:
     st.page_link("pages/train.py", label="Go to 4. Train", icon=":material/model_training:")
     st.stop()
 
-states = {r: jobs.run_state(r) for r in runs}
-run = st.selectbox(
-    "Model",
-    runs,
-    format_func=lambda r: f"{run_label(r)} ({states[r].state})",
-    key="eval_run",
-    help="Each training run saves its best model. The newest is first.",
-)
-state = states[run]
+run, state = pick_run(runs, "eval_run", "Each training run saves its best model. The newest is first.")
 if state.active:
     st.caption("This training is still running: the model shown is its best so far.")
 

@@ -10,10 +10,9 @@ import streamlit as st
 # Load WebRTC's native libraries before anything loads TensorFlow (a SIGSEGV otherwise).
 import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
 
-from facetrack import jobs
 from facetrack.detect import Detection, Detector, DetectorError, draw_detections
 from facetrack.images import ImageError, decode_image, encode_jpeg
-from ui.common import header, require_project, run_label
+from ui.common import header, pick_run, require_project
 from ui.live import LiveProcessor
 from ui.webrtc import connection_hint, rtc_configuration
 
@@ -82,13 +81,7 @@ if not runs:
     st.stop()
 
 left, right = st.columns([2, 1])
-run = left.selectbox(
-    "Model",
-    runs,
-    format_func=lambda r: f"{run_label(r)} ({jobs.run_state(r).state})",
-    key="live_run",
-    help="The newest training is first.",
-)
+run, _ = pick_run(runs, "live_run", "The newest training is first.", container=left)
 engine = right.selectbox(
     "Engine",
     list(ENGINES),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from facetrack.jobs import RunState, run_state
 from facetrack.workspace import Project, WorkspaceError, list_projects, open_project, workspace_root
 from ui import use_app_navigation
 
@@ -143,3 +144,16 @@ def model_download(container, path: Path, label: str, key: str) -> None:  # noqa
         key=key,
         on_click="ignore",
     )
+
+
+def pick_run(runs: list[Path], key: str, help: str, container=st) -> tuple[Path, RunState]:  # noqa: A002, ANN001
+    """A selectbox of run folders labelled with their state; returns the chosen run and its state."""
+    states = {r: run_state(r) for r in runs}
+    run = container.selectbox(
+        "Model",
+        runs,
+        format_func=lambda r: f"{run_label(r)} ({states[r].state})",
+        key=key,
+        help=help,
+    )
+    return run, states[run]
