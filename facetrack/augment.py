@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from facetrack.data import SPLITS, Sample
-from facetrack.fileio import atomic_write_bytes, atomic_write_json, read_json
+from facetrack.fileio import atomic_write_json, read_json, write_disposable
 from facetrack.images import encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
 
@@ -266,8 +266,17 @@ def _task(
         entries = []
         for k, (img, b) in enumerate(copies):
             name = f"{image_id}_{k}.jpg"
-            atomic_write_bytes(folder / name, encode_jpeg(img, JPEG_QUALITY))
-            entries.append({"file": name, "box": None if b is None else [round(v, 6) for v in b.to_list()]})
+            data = encode_jpeg(img, JPEG_QUALITY)
+            # Written directly; the marker below (atomic, written last) lists each size,
+            # so a copy cut short by a crash is found and its photo generated again.
+            write_disposable(folder / name, data)
+            entries.append(
+                {
+                    "file": name,
+                    "box": None if b is None else [round(v, 6) for v in b.to_list()],
+                    "bytes": len(data),
+                }
+            )
         atomic_write_json(
             folder / f"{image_id}.json", {"source": image_id, "split": split, "key": key, "copies": entries}
         )
@@ -369,7 +378,14 @@ def _marker_ok(marker: Path, key: str) -> bool:
         return False
     if doc.get("key") != key:
         return False
-    return all((marker.parent / c["file"]).exists() for c in doc.get("copies", []))
+    for c in doc.get("copies", []):
+        try:
+            size = (marker.parent / c["file"]).stat().st_size
+        except OSError:
+            return False
+        if "bytes" in c and size != c["bytes"]:
+            return False
+    return True
 
 
 def _prune(out: Path, split: dict[str, str]) -> None:

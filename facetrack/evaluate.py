@@ -50,7 +50,6 @@ def image_dataset(
     seed: int = 0,
     flip: bool = False,
     with_targets: bool = True,
-    jitter: float = 0.0,
 ):
     """A streaming ``tf.data.Dataset`` over ``samples``.
 
@@ -59,10 +58,7 @@ def image_dataset(
     detector does) as float32 RGB 0..255: ``(B, S, S, 3)``. With
     ``with_targets`` the elements are ``(image, {"class": (B, 1), "bbox": (B, 4)})``
     where a no-face image has box ``[0, 0, 0, 0]``. ``flip`` mirrors half of the
-    images left-right (and their boxes) at random. ``jitter`` > 0 (training
-    only) crops a random window of ``1 - jitter`` .. 1 of each side that keeps
-    the whole face box, and varies brightness and contrast slightly, so every
-    epoch sees new variants.
+    images left-right (and their boxes) at random.
     """
     import tensorflow as tf
 
@@ -76,38 +72,11 @@ def image_dataset(
         ds = ds.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
     size = int(input_size)
 
-    def crop(img, box):
-        has = box[2] > box[0]
-        cw = tf.random.uniform((), 1.0 - jitter, 1.0)
-        ch = tf.clip_by_value(cw * tf.random.uniform((), 0.92, 1.08), 0.0, 1.0)
-        lo_x = tf.where(has, tf.maximum(0.0, box[2] - cw), 0.0)
-        hi_x = tf.where(has, tf.minimum(box[0], 1.0 - cw), 1.0 - cw)
-        lo_y = tf.where(has, tf.maximum(0.0, box[3] - ch), 0.0)
-        hi_y = tf.where(has, tf.minimum(box[1], 1.0 - ch), 1.0 - ch)
-        ok = tf.logical_and(hi_x >= lo_x, hi_y >= lo_y)
-        x0 = lo_x + tf.random.uniform(()) * tf.maximum(hi_x - lo_x, 0.0)
-        y0 = lo_y + tf.random.uniform(()) * tf.maximum(hi_y - lo_y, 0.0)
-        x0, y0 = tf.where(ok, x0, 0.0), tf.where(ok, y0, 0.0)
-        cw, ch = tf.where(ok, cw, 1.0), tf.where(ok, ch, 1.0)
-        window = tf.stack([y0, x0, y0 + ch, x0 + cw])[None]
-        img = tf.image.crop_and_resize(img[None], window, [0], (size, size))[0]
-        moved = tf.clip_by_value(
-            tf.stack([(box[0] - x0) / cw, (box[1] - y0) / ch, (box[2] - x0) / cw, (box[3] - y0) / ch]),
-            0.0,
-            1.0,
-        )
-        box = tf.where(has, moved, box)
-        img = (img - 128.0) * tf.random.uniform((), 0.85, 1.15) + 128.0 + tf.random.uniform((), -20.0, 20.0)
-        return tf.clip_by_value(img, 0.0, 255.0), box
-
     def load(path, cls, box):
         raw = tf.io.read_file(path)
         img = tf.io.decode_image(raw, channels=3, expand_animations=False)
         img = tf.cast(img, tf.float32)
-        if jitter > 0:
-            img, box = crop(img, box)
-        else:
-            img = tf.image.resize(img, (size, size), method="bilinear", antialias=True)
+        img = tf.image.resize(img, (size, size), method="bilinear", antialias=True)
         img = tf.clip_by_value(img, 0.0, 255.0)
         img.set_shape((size, size, 3))
         if flip:

@@ -21,9 +21,10 @@ integer quantization calibrated on ``representative_images``, about 11 ms.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,49 @@ def _random_calibration(size: int, count: int = 32) -> Iterable[np.ndarray]:
         yield rng.uniform(0, 255, (size, size, 3)).astype(np.float32)
 
 
+@contextlib.contextmanager
+def _saved_model_converter(model: Any, serve: Any, spec: Any) -> Iterator[Any]:
+    """A ``TFLiteConverter`` for ``serve(spec)`` of ``model`` (builtin ops only).
+
+    Keras 3 models convert through a SavedModel (what keras' own LiteRT export
+    does): ``from_concrete_functions`` drops the variables here.
+    """
+    import keras
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="facetrack-export-") as tmp:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", serve, input_signature=[spec])
+        archive.write_out(tmp, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        yield converter
+
+
+def feature_tflite_bytes(feature_model: Any, batch_size: int) -> bytes:
+    """A dynamic-range ``.tflite`` of a (frozen) feature model with a fixed batch.
+
+    Input ``(batch_size, S, S, 3)`` float32 RGB ``0..255``; one output, the
+    feature map ``(batch_size, h, w, c)`` float32. Used to fill the feature
+    cache with the same int8 kernels that the exported model runs live.
+    """
+    import tensorflow as tf
+
+    size = model_input_size(feature_model)
+    spec = tf.TensorSpec([int(batch_size), size, size, 3], tf.float32, name=INPUT_NAME)
+
+    def serve(image: Any) -> Any:
+        return feature_model(image, training=False)
+
+    try:
+        with _saved_model_converter(feature_model, serve, spec) as converter:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            return converter.convert()
+    except Exception as exc:  # the converter raises many types
+        raise ExportError(f"TFLite conversion failed: {exc}") from exc
+
+
 def tflite_bytes(
     model: Any,
     quantize: str = "dynamic",
@@ -90,7 +134,6 @@ def tflite_bytes(
     """
     if quantize not in QUANTIZE_MODES:
         raise ExportError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
-    import keras
     import tensorflow as tf
 
     size = model_input_size(model)
@@ -99,15 +142,7 @@ def tflite_bytes(
     def serve(image: Any) -> dict[str, Any]:
         return named_outputs(model, model(image, training=False))
 
-    # Keras 3 models convert through a SavedModel (what keras' own LiteRT
-    # export does): from_concrete_functions drops the variables here.
-    with tempfile.TemporaryDirectory(prefix="facetrack-export-") as tmp:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serving_default", serve, input_signature=[spec])
-        archive.write_out(tmp, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    with _saved_model_converter(model, serve, spec) as converter:
         if quantize in ("dynamic", "int8"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "int8":

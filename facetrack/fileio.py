@@ -3,7 +3,8 @@
 Every file FaceTrack writes goes through :func:`atomic_write_bytes` (write a
 temporary file in the same folder, flush it to disk, then ``os.replace``), so a
 reader never sees a half-written file and a crash leaves either the old or the
-new version. :func:`file_lock` serialises read-modify-write cycles between
+new version. The exception is :func:`write_disposable`, for generated files
+that an atomically written marker vouches for (augmented copies). :func:`file_lock` serialises read-modify-write cycles between
 threads and processes (two browser tabs, the app and the command line).
 """
 
@@ -38,6 +39,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_disposable(path: Path, data: bytes) -> None:
+    """Write a generated, re-creatable file directly: no temporary file, no fsync.
+
+    For the many augmented copies, where the atomic write's file creation and
+    fsync cost more than making the image. Safe only when a file written
+    atomically afterwards (a marker listing each file's size) vouches for it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -127,6 +127,20 @@ def test_generate_augments_only_train_and_resumes(workspace):
     assert third.done == 1 and third.skipped == 16
 
 
+def test_a_copy_cut_short_is_generated_again(workspace):
+    """Copies are written without fsync; the marker's sizes catch one a crash cut short."""
+    p = _project(n_faces=4, n_empty=0)
+    s = AugmentSettings(copies_per_image=2, output_size=48)
+    generate(p, s, workers=0)
+    marker = sorted((p.augmented_dir / "train").glob("*.json"))[0]
+    copy = marker.parent / json.loads(marker.read_text())["copies"][1]["file"]
+    good = copy.read_bytes()
+    copy.write_bytes(good[: len(good) // 3])  # what a power cut may leave
+    report = generate(p, s, workers=0)
+    assert report.done == 1 and report.skipped == 3
+    assert copy.read_bytes() == good  # same seed: the same copy again
+
+
 def test_generate_in_worker_processes(workspace):
     p = _project(n_faces=10, n_empty=2)
     report = generate(p, AugmentSettings(copies_per_image=2, output_size=48), workers=2)

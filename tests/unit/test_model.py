@@ -55,6 +55,27 @@ def test_parts_compose_to_the_same_function():
     np.testing.assert_allclose(np.asarray(direct["class"]), np.asarray(composed["class"]), atol=1e-5)
 
 
+def test_mirror_average_is_symmetric_and_reloads(tmp_path, compact32):
+    tta = M.with_mirror_average(compact32)
+    assert tta.count_params() == compact32.count_params()  # shared weights, nothing new
+    x = np.random.default_rng(5).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    a, b = tta(x, training=False), tta(x[:, :, ::-1], training=False)
+    # the mirror image gets the same score and the mirrored box
+    np.testing.assert_allclose(np.asarray(a["class"]), np.asarray(b["class"]), atol=1e-5)
+    box_a, box_b = np.asarray(a["bbox"]), np.asarray(b["bbox"])
+    np.testing.assert_allclose(
+        box_a, np.stack([1 - box_b[:, 2], box_b[:, 1], 1 - box_b[:, 0], box_b[:, 3]], 1), atol=1e-5
+    )
+    # it is the mean of the plain model on both images
+    p, q = compact32(x, training=False), compact32(x[:, :, ::-1], training=False)
+    np.testing.assert_allclose(
+        np.asarray(a["class"]), (np.asarray(p["class"]) + np.asarray(q["class"])) / 2, atol=1e-5
+    )
+    tta.save(tmp_path / "m.keras")
+    again = M.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(again(x)["bbox"]), box_a, atol=1e-5)
+
+
 def _loc(y_true, y_pred):
     return float(M.LocalizationLoss()(np.array(y_true, "float32"), np.array(y_pred, "float32")))
 

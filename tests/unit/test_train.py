@@ -19,9 +19,14 @@ from facetrack.labels import Box
 from facetrack.train import (
     BatchProgress,
     EpochRecord,
+    LiteRTFeatures,
     TrainCallbacks,
     TrainSettings,
-    cpu_has_bfloat16,
+    _jitter_batch,
+    _pixel_dataset,
+    _prune_cache,
+    _WeightAverage,
+    cached_pixels,
     feature_cache_key,
     train,
 )
@@ -148,8 +153,7 @@ def test_vgg16_feature_cache_is_reused(tmp_path, data):
     first = Recorder()
     r1 = train(tr, va, s, tmp_path / "a", first, cache_dir=cache)
     assert r1.state == "finished" and (tmp_path / "a" / "model.keras").is_file()
-    precision = "mixed_bfloat16" if cpu_has_bfloat16() else "float32"  # the extractor fills the cache
-    key = feature_cache_key(tr, f"vgg16/{precision}", "none", 32)
+    key = feature_cache_key(tr, f"vgg16/{LiteRTFeatures.precision}", "none", 32)  # LiteRT fills it
     feats = cache / key / "features.npy"
     assert feats.is_file() and np.load(feats, mmap_mode="r").shape == (len(tr), 1, 1, 512)
     mtime = feats.stat().st_mtime_ns
@@ -241,3 +245,106 @@ def test_mirrored_strategy_on_two_cpu_devices(tmp_path, data):
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240
     )
     assert "STATE finished 1" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def test_litert_features_match_keras(tmp_path):
+    from facetrack.model import build_parts
+
+    feature_model, _ = build_parts("vgg16", "none", 32)
+    x = np.random.default_rng(3).uniform(0, 255, (11, 32, 32, 3)).astype(np.float32)
+    ref = feature_model(x, training=False).numpy()
+    fast = LiteRTFeatures(feature_model, batch_size=4)  # 11 = 4 + 4 + 3 (padded)
+    out = fast(x)
+    assert out.shape == ref.shape == (11, 1, 1, 512)
+    rel = np.abs(out - ref).mean() / np.abs(ref).mean()
+    assert rel < 0.05, rel
+    # each image's features are its own (padding and batching do not mix images)
+    assert np.allclose(fast(x[5:6]), out[5:6], rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_pixel_cache_is_the_evaluation_resize_and_is_reused(tmp_path, data):
+    from facetrack.evaluate import image_dataset
+
+    tr, _ = data
+    cache = tmp_path / "cache"
+    rec = Recorder()
+    pixels = cached_pixels(tr[:20], 32, cache, rec, batch_size=8)
+    assert pixels.dtype == np.uint8 and pixels.shape == (20, 32, 32, 3)
+    ref = np.concatenate([b.numpy() for b in image_dataset(tr[:20], 32, 8, with_targets=False)])
+    assert np.abs(pixels.astype(np.float32) - ref).max() <= 0.5 + 1e-3
+    (folder,) = [d for d in cache.iterdir() if d.is_dir()]
+    mtime = (folder / "pixels.npy").stat().st_mtime_ns
+    again = Recorder()
+    cached_pixels(tr[:20], 32, cache, again, batch_size=8)
+    assert (folder / "pixels.npy").stat().st_mtime_ns == mtime
+    assert again.stages == [("images", 20, 20)]
+
+
+def test_interrupted_pixel_cache_leaves_nothing(tmp_path, data):
+    from facetrack.train import _Stopped
+
+    tr, _ = data
+    cache = tmp_path / "cache"
+    rec = Recorder(stop_after=0)  # asks to stop at the first check
+    with pytest.raises(_Stopped):
+        cached_pixels(tr[:20], 32, cache, rec, batch_size=8)
+    assert not list(cache.rglob("*.npy")) and not list(cache.rglob("done.json"))
+
+
+def test_cache_keeps_the_two_newest_entries_of_a_kind(tmp_path):
+    for i, kind in enumerate(["pixels", "pixels", "features", "pixels"]):
+        folder = tmp_path / f"k{i}"
+        folder.mkdir()
+        (folder / "done.json").write_text(json.dumps({"kind": kind, "created": 100 + i}))
+    _prune_cache(tmp_path, "pixels", keep=2)
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["k1", "k2", "k3"]
+
+
+def test_jitter_moves_boxes_with_the_face():
+    size = 40
+    img = np.zeros((size, size, 3), np.uint8)
+    img[12:28, 12:24] = 255  # the face: x 12..24, y 12..28 of 40 -> [0.3, 0.3, 0.6, 0.7]
+    images = np.stack([img] * 14)
+    boxes = np.array([[0.3, 0.3, 0.6, 0.7]] * 12 + [[0, 0, 0, 0]] * 2, np.float32)
+    out, moved_boxes = _jitter_batch(images, boxes, np.random.default_rng(0), flip=True, jitter=0.3)
+    assert out.dtype == np.float32 and out.shape == images.shape
+    moved = 0
+    for im, b in zip(out[:12], moved_boxes[:12], strict=True):
+        x1, y1, x2, y2 = (np.array(b) * size).round().astype(int)
+        inside = im[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].mean()
+        mask = np.ones((size, size), bool)
+        mask[max(y1 - 2, 0) : y2 + 2, max(x1 - 2, 0) : x2 + 2] = False
+        assert inside > 150 and im[mask].mean() < 60, (b, inside, im[mask].mean())
+        moved += not np.allclose(b, [0.3, 0.3, 0.6, 0.7], atol=0.01)
+    assert moved >= 6
+    assert np.all(moved_boxes[12:] == 0)  # no face stays no face
+    # without jitter or flip the pixels pass through unchanged
+    same, same_boxes = _jitter_batch(images, boxes, np.random.default_rng(0), flip=False, jitter=0.0)
+    assert np.array_equal(same, images.astype(np.float32)) and np.array_equal(same_boxes, boxes)
+
+
+def test_pixel_dataset_batches_and_targets(tmp_path, data):
+    tr, _ = data
+    pixels = cached_pixels(tr[:20], 32, tmp_path / "c", Recorder(), batch_size=8)
+    ds = _pixel_dataset(pixels, tr[:20], 8, shuffle=False, seed=0)
+    batches = list(ds)
+    assert [len(x) for x, _ in batches] == [8, 8, 4]
+    x, y = batches[0]
+    assert np.array_equal(x.numpy(), pixels[:8].astype(np.float32))
+    assert y["class"].numpy()[:, 0].tolist() == [1.0 if s.box else 0.0 for s in tr[:8]]
+
+
+class _Weights:
+    def __init__(self, values):
+        self.values = values
+
+    def get_weights(self):
+        return [np.array(v, np.float32) for v in self.values]
+
+
+def test_weight_average():
+    avg = _WeightAverage(0.5)
+    avg.update(_Weights([[0.0, 0.0], [4.0]]))  # first update: a copy
+    assert [w.tolist() for w in avg.weights] == [[0.0, 0.0], [4.0]]
+    avg.update(_Weights([[2.0, 2.0], [0.0]]))  # decay min(0.5, 3/12) = 0.25
+    assert np.allclose(avg.weights[0], [1.5, 1.5]) and np.allclose(avg.weights[1], [1.0])
