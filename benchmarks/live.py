@@ -3,8 +3,8 @@
     python benchmarks/live.py [--frames 100] [--threads 2] [--run RUN_DIR] [--data DIR]
 
 Builds VGG16 + heads at 120x120 with random weights (``weights=None``, no
-download) through ``facetrack.model.build_model`` (a local stand-in with the
-same shape when that module is missing), exports it to ``.tflite`` with
+download) through ``facetrack.model.build_model`` (the compact backbone in its
+mirror-averaged form, as training saves it), exports it to ``.tflite`` with
 dynamic-range quantization, and times, on the same 640x480 BGR frames (photos
 from ``--data``/images resized, or synthetic frames):
 
@@ -48,27 +48,13 @@ SIZE = 120
 
 
 def build(backbone: str):
-    """The app's model with random weights, or a stand-in with the same contract."""
-    try:
-        from facetrack.model import build_model
+    """The app's model with random weights, as training saves it (compact: mirror-averaged)."""
+    from facetrack.model import build_model, with_mirror_average
 
-        return build_model(backbone, weights=None, input_size=SIZE), "facetrack.model"
-    except ImportError:
-        pass
-    import keras
-    from keras import layers
-
-    inp = keras.Input((SIZE, SIZE, 3), name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1)(inp)
-    if backbone == "vgg16":
-        x = keras.applications.VGG16(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))(x)
-    else:
-        for f in (24, 48, 96, 128):
-            x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.GlobalMaxPooling2D()(x)
-    cls = layers.Dense(1, activation="sigmoid", name="class")(layers.Dense(256, activation="relu")(x))
-    box = layers.Dense(4, activation="sigmoid", name="bbox")(layers.Dense(256, activation="relu")(x))
-    return keras.Model(inp, {"class": cls, "bbox": box}), "stand-in"
+    model = build_model(backbone, weights=None, input_size=SIZE)
+    if backbone == "compact":
+        model = with_mirror_average(model)
+    return model, "facetrack.model"
 
 
 def load_frames(n: int, data: Path) -> tuple[list[np.ndarray], str]:
@@ -168,6 +154,18 @@ def row(name: str, times: list[float]) -> str:
     return f"{name:<46} {med:>9.2f} {p90:>9.2f} {best:>8.2f} {1000 / med:>8.1f}"
 
 
+def test_split_faces(run_dir: Path) -> list[tuple[Path, Box]]:
+    """(image, true box) of the face photos in the test split of the run's project, if any."""
+    from facetrack.augment import load_samples
+    from facetrack.workspace import open_project
+
+    project_dir = Path(run_dir).resolve().parent.parent
+    if not (project_dir / "project.json").is_file():
+        return []
+    samples = load_samples(open_project(project_dir), "test")
+    return [(s.path, s.box) for s in samples if s.box is not None]
+
+
 def quantization_cost(run_dir: Path, data: Path, samples: int, threads: int) -> dict[str, float]:
     """Keras vs dynamic-range TFLite of a trained run on labelled face photos."""
     from facetrack.model import load_model
@@ -176,14 +174,20 @@ def quantization_cost(run_dir: Path, data: Path, samples: int, threads: int) -> 
     keras_det = Detector.from_keras_model(model, threshold=0.0)
     with tempfile.TemporaryDirectory() as tmp:
         lite = Detector.from_tflite(export_tflite(model, Path(tmp) / "m.tflite", "dynamic"), 0.0, threads)
-    items = json.loads((data / "boxes.json").read_text())
-    items = [it for it in items if it.get("faces")][-samples:]  # the tail: less likely trained on
+    pairs = test_split_faces(run_dir)
+    source = "the run's project, test split"
+    if not pairs:  # a run outside a project: the tail of the reference photos
+        items = json.loads((data / "boxes.json").read_text())
+        items = [it for it in items if it.get("faces")][-samples:]
+        pairs = [
+            (data / it["image"], Box.from_pixels(it["faces"][0], it["width"], it["height"])) for it in items
+        ]
+        source = f"the last {len(pairs)} face photos of {data}"
     ious, ious_k, ious_l, dscore = [], [], [], []
-    for it in items:
-        img = cv2.imread(str(data / it["image"]))
+    for path, truth in pairs[:samples]:
+        img = cv2.imread(str(path))
         if img is None:
             continue
-        truth = Box.from_pixels(it["faces"][0], it["width"], it["height"])
         sk, bk = keras_det.predict_raw(img)
         sl, bl = lite.predict_raw(img)
         ious.append(bk.iou(bl))
@@ -192,6 +196,7 @@ def quantization_cost(run_dir: Path, data: Path, samples: int, threads: int) -> 
         dscore.append(abs(sk - sl))
     return {
         "images": len(ious),
+        "photos": source,
         "mean_iou_keras_vs_tflite": float(np.mean(ious)),
         "mean_abs_score_diff": float(np.mean(dscore)),
         "mean_iou_to_truth_keras": float(np.mean(ious_k)),
@@ -249,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.run is not None:
         q = quantization_cost(args.run, args.data, args.samples, args.threads)
         print()
-        print(f"quantization cost on {args.run.name} ({q['images']} face photos):")
+        print(f"quantization cost on {args.run.name} ({q['images']} face photos from {q['photos']}):")
         for k, v in q.items():
             print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
         extra = {k: round(v, 4) for k, v in q.items() if isinstance(v, float)}

@@ -68,6 +68,8 @@ class AugmentSettings:
     gamma: int = 20  # +- percent
     rgb_shift: int = 15  # +- levels per channel (0..255)
     blur_probability: float = 0.1  # chance of a slight blur
+    # chance of a grayscale copy: faces come in grayscale too, so colour alone must not decide
+    grayscale_probability: float = 0.15
     rotation: int = 10  # +- degrees
     min_visibility: float = 0.6  # a face box keeping less than this share becomes "no face"
     seed: int = 0
@@ -83,6 +85,7 @@ class AugmentSettings:
             "crop_scale_min",
             "color_probability",
             "blur_probability",
+            "grayscale_probability",
             "min_visibility",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -167,6 +170,8 @@ def build_pipeline(settings: AugmentSettings) -> A.Compose:
         transforms.append(A.RGBShift(r_shift_limit=lim, g_shift_limit=lim, b_shift_limit=lim, p=0.3))
     if settings.blur_probability > 0:
         transforms.append(A.GaussianBlur(blur_limit=(3, 5), p=settings.blur_probability))
+    if settings.grayscale_probability > 0:
+        transforms.append(A.ToGray(num_output_channels=3, p=settings.grayscale_probability))
     return A.Compose(
         transforms,
         bbox_params=A.BboxParams(

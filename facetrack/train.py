@@ -23,11 +23,16 @@ improve.
 Backbones:
 
 - ``vgg16`` (frozen, the default): ``block5_pool`` features are computed once
-  per image and cached on disk as float16 (``cache_dir/<key>/``, key = backbone,
+  per image (with LiteRT's int8 kernels on a CPU, :class:`LiteRTFeatures`) and
+  cached on disk as float16 (``cache_dir/<key>/``, key = backbone,
   weights, input size and each file's path, mtime and size), then the head is
   trained on the cache. ``fine_tune`` then unfreezes block5 and trains end to
   end on images at a low learning rate.
-- ``compact``: trained end to end on streamed images (random left-right flips).
+- ``compact``: trained end to end on its training images, decoded once into a
+  pixel cache (``cache_dir/pixels-<key>/``), with a fresh random crop that
+  keeps the face (``jitter``) and mirror every epoch; the moving average of
+  the weights (``ema_decay``) is validated and kept, and the saved model is
+  mirror-averaged (``mirror_average``, see :func:`facetrack.model.with_mirror_average`).
 
 Progress leaves the trainer only through :class:`TrainCallbacks`.
 """
@@ -64,7 +69,7 @@ from facetrack.fileio import atomic_write_json, atomic_write_text
 STRATEGIES = ("default", "mirrored", "multiworker")
 _BACKBONE_DEFAULTS = {
     "vgg16": {"epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "patience": 8},
-    "compact": {"epochs": 10, "batch_size": 32, "learning_rate": 3e-3, "patience": 6},
+    "compact": {"epochs": 8, "batch_size": 32, "learning_rate": 3e-3, "patience": 6},
 }
 THRESHOLD = 0.5
 
@@ -426,8 +431,8 @@ def cached_pixels(
 
     The same resize as :func:`facetrack.evaluate.image_dataset` (so training
     sees what evaluation and the detector see), decoded once and cached: epochs
-    then read pixels instead of decoding JPEGs, which on 2 CPU cores took a
-    third of each compact epoch. ``S * S * 3`` bytes per image (43 kB at 120).
+    then read pixels instead of decoding JPEGs, and the per-epoch jitter works
+    on small arrays. ``S * S * 3`` bytes per image (43 kB at 120).
     """
     key = "pixels-" + feature_cache_key(samples, "pixels", "none", input_size)
     size = int(input_size)

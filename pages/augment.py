@@ -131,6 +131,15 @@ with controls:
         st.slider("Gamma (± percent)", 0, 90, step=5, key=widget_key("gamma"))
         st.slider("RGB shift (± levels)", 0, 60, step=5, key=widget_key("rgb_shift"))
         st.slider("Blur probability", 0.0, 1.0, step=0.05, key=widget_key("blur_probability"))
+        st.slider(
+            "Grayscale probability",
+            0.0,
+            1.0,
+            step=0.05,
+            key=widget_key("grayscale_probability"),
+            help="Some copies in black and white, so the model cannot use colour alone to decide "
+            "(photos without a face are sometimes grayscale, faces too).",
+        )
     with st.expander("Advanced", icon=":material/tune:"):
         st.number_input("Random seed", 0, 2**31 - 1, step=1, key=widget_key("seed"))
         if st.button("Reset to defaults", icon=":material/restart_alt:"):

@@ -86,7 +86,8 @@ def test_dragged_rectangle_is_saved_as_labelme(page, app_server, e2e_workspace):
     tolerance = 4 * max(sx, sy)  # a few canvas pixels (stroke width, rounding)
     assert np.allclose(got, expected, atol=tolerance), (got, expected, tolerance)
 
-    expect(page.get_by_text("Saved: 1 face box")).to_be_visible()
+    # .first: while Streamlit reruns, the previous run's copy can linger a moment (stale)
+    expect(page.get_by_text("Saved: 1 face box").first).to_be_visible()
     expect(page.get_by_text("1 of 1 labelled")).to_be_visible()
     # the saved box is drawn back on the canvas in the "saved" green (#2ecc71)
     # (the canvases sit in the component's shadow DOM: Playwright's locators reach them)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import threading
 
 import cv2
 import keras
 import numpy as np
 import pytest
-from keras import layers
 
 from facetrack.detect import (
     BoxSmoother,
@@ -23,44 +21,14 @@ from facetrack.detect import (
 )
 from facetrack.export import export_tflite
 from facetrack.labels import Box
+from tests.standin import standin_model as make_standin
 
 SIZE = 48
 
 
-@keras.saving.register_keras_serializable(package="facetrack_test_detect")
-class ScalePixels(layers.Layer):
-    """Stand-in for the model's preprocessing layer: 0..255 -> -1..1."""
-
-    def call(self, x):
-        return x / 127.5 - 1.0
-
-
-def _logit(p: float) -> float:
-    return math.log(p / (1 - p))
-
-
 def standin_model(size: int = SIZE, seed: int = 2) -> keras.Model:
-    """Same contract as facetrack.model.build_model, outputs a proper box near [.25,.3,.7,.8]."""
-    keras.utils.set_random_seed(seed)
-    init = keras.initializers.RandomNormal(stddev=0.3, seed=seed)
-    inp = keras.Input((size, size, 3), name="image")
-    x = ScalePixels()(inp)
-    x = layers.Conv2D(8, 3, strides=2, activation="relu", kernel_initializer=init)(x)
-    x = layers.Conv2D(16, 3, strides=2, activation="relu", kernel_initializer=init)(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    cls = layers.Dense(
-        1,
-        activation="sigmoid",
-        name="class",
-        kernel_initializer=init,
-        bias_initializer=keras.initializers.Constant(1.0),
-    )(x)
-    box_bias = keras.initializers.Constant([_logit(v) for v in (0.25, 0.3, 0.7, 0.8)])
-    box_init = keras.initializers.RandomNormal(stddev=0.05, seed=seed)
-    box = layers.Dense(
-        4, activation="sigmoid", name="bbox", kernel_initializer=box_init, bias_initializer=box_bias
-    )(x)
-    return keras.Model(inp, {"class": cls, "bbox": box})
+    """A tiny model whose box starts near [.25, .3, .7, .8] (see tests.standin)."""
+    return make_standin(size, seed, box=(0.25, 0.3, 0.7, 0.8))
 
 
 class FakeRunner:

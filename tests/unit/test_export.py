@@ -13,35 +13,14 @@ from keras import layers
 
 from facetrack.export import ExportError, export_run, export_tflite, tflite_bytes
 from facetrack.labels import iou
+from tests.standin import standin_model
 
 SIZE = 40
 
 
-@keras.saving.register_keras_serializable(package="facetrack_test_export")
-class ScalePixels(layers.Layer):
-    """Stand-in for the model's preprocessing layer: 0..255 -> -1..1."""
-
-    def call(self, x):
-        return x / 127.5 - 1.0
-
-
-def standin_model(size: int = SIZE, seed: int = 1) -> keras.Model:
-    """Same contract as facetrack.model.build_model: RGB 0..255 in, named class/bbox out."""
-    keras.utils.set_random_seed(seed)
-    init = keras.initializers.RandomNormal(stddev=0.3, seed=seed)
-    inp = keras.Input((size, size, 3), name="image")
-    x = ScalePixels()(inp)
-    x = layers.Conv2D(8, 3, strides=2, activation="relu", kernel_initializer=init)(x)
-    x = layers.Conv2D(16, 3, strides=2, activation="relu", kernel_initializer=init)(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    cls = layers.Dense(1, activation="sigmoid", name="class", kernel_initializer=init)(x)
-    box = layers.Dense(4, activation="sigmoid", name="bbox", kernel_initializer=init)(x)
-    return keras.Model(inp, {"class": cls, "bbox": box})
-
-
 @pytest.fixture(scope="module")
 def model() -> keras.Model:
-    return standin_model()
+    return standin_model(SIZE)
 
 
 def _images(n: int, size: int = SIZE, seed: int = 0) -> np.ndarray:

@@ -34,6 +34,14 @@ def test_compact_is_small():
     assert 50_000 < M.build_model("compact", None, 120).count_params() < 400_000
 
 
+@pytest.mark.parametrize(("size", "grid"), [(120, 15), (64, 8), (160, 20)])
+def test_compact_ends_on_the_stride_8_grid(size, grid):
+    features, _ = M.build_parts("compact", None, size)
+    assert features.output.shape[1:3] == (grid, grid)
+    coarse, _ = M._compact_parts(size, fine_grid=False)
+    assert coarse.output.shape[1] == -(-size // 16)
+
+
 def test_preprocess_matches_keras_vgg16():
     x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     ours = np.asarray(M.Preprocess("vgg16")(x))
@@ -73,7 +81,7 @@ def test_mirror_average_is_symmetric_and_reloads(tmp_path, compact32):
     )
     tta.save(tmp_path / "m.keras")
     again = M.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(np.asarray(again(x)["bbox"]), box_a, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(again(x, training=False)["bbox"]), box_a, atol=1e-5)
 
 
 def _loc(y_true, y_pred):
