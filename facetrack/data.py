@@ -8,8 +8,11 @@ so no copy of a test image is ever trained on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from facetrack.labels import Box
 
@@ -27,3 +30,16 @@ class Sample:
     @property
     def has_face(self) -> bool:
         return self.box is not None
+
+
+def targets(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    """The training targets of ``samples``: ``class`` ``(N, 1)`` (1.0 = face) and ``bbox`` ``(N, 4)``.
+
+    Both float32; a no-face sample's box is ``[0, 0, 0, 0]`` (what the
+    localization loss skips).
+    """
+    cls = np.array([[1.0 if s.box is not None else 0.0] for s in samples], np.float32).reshape(-1, 1)
+    box = np.array(
+        [s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float32
+    ).reshape(-1, 4)
+    return cls, box

@@ -42,54 +42,27 @@ DEFAULT_BATCH_SIZE = 32
 # --------------------------------------------------------------------------- image loading
 
 
-def image_dataset(
-    samples: Sequence[Sample],
-    input_size: int,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    shuffle: bool = False,
-    seed: int = 0,
-    flip: bool = False,
-    with_targets: bool = True,
-):
-    """A streaming ``tf.data.Dataset`` over ``samples``.
+def image_dataset(samples: Sequence[Sample], input_size: int, batch_size: int = DEFAULT_BATCH_SIZE):
+    """A streaming ``tf.data.Dataset`` of the images of ``samples``, in order.
 
     Each image file (JPEG/PNG of any size) is decoded and resized to
     ``input_size`` x ``input_size`` (plain resize, aspect ignored, as the live
-    detector does) as float32 RGB 0..255: ``(B, S, S, 3)``. With
-    ``with_targets`` the elements are ``(image, {"class": (B, 1), "bbox": (B, 4)})``
-    where a no-face image has box ``[0, 0, 0, 0]``. ``flip`` mirrors half of the
-    images left-right (and their boxes) at random.
+    detector does) as float32 RGB 0..255: batches ``(B, S, S, 3)``. Training
+    reads the same resize from its caches (:mod:`facetrack.train`).
     """
     import tensorflow as tf
 
-    paths = [str(s.path) for s in samples]
-    classes = np.array([[1.0 if s.box is not None else 0.0] for s in samples], np.float32).reshape(-1, 1)
-    boxes = np.array(
-        [s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float32
-    ).reshape(-1, 4)
-    ds = tf.data.Dataset.from_tensor_slices((paths, classes, boxes))
-    if shuffle:
-        ds = ds.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
     size = int(input_size)
 
-    def load(path, cls, box):
-        raw = tf.io.read_file(path)
-        img = tf.io.decode_image(raw, channels=3, expand_animations=False)
-        img = tf.cast(img, tf.float32)
-        img = tf.image.resize(img, (size, size), method="bilinear", antialias=True)
+    def load(path):
+        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        img = tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
         img = tf.clip_by_value(img, 0.0, 255.0)
         img.set_shape((size, size, 3))
-        if flip:
-            do = tf.random.uniform((), seed=None) < 0.5
-            img = tf.cond(do, lambda: tf.image.flip_left_right(img), lambda: img)
-            flipped = tf.stack([1.0 - box[2], box[1], 1.0 - box[0], box[3]])
-            has = box[2] > box[0]
-            box = tf.where(tf.logical_and(do, has), flipped, box)
-        if with_targets:
-            return img, {"class": cls, "bbox": box}
         return img
 
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    ds = tf.data.Dataset.from_tensor_slices([str(s.path) for s in samples])
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
 
 
@@ -103,7 +76,7 @@ def predict_samples(
     """
     if len(samples) == 0:
         return np.zeros((0,), np.float32), np.zeros((0, 4), np.float32)
-    ds = image_dataset(samples, input_size, batch_size, with_targets=False)
+    ds = image_dataset(samples, input_size, batch_size)
     out = model.predict(ds, verbose=0)
     return _unpack_predictions(out)
 

@@ -387,7 +387,6 @@ COMPACT_BLOCKS: tuple[tuple[str, int, int, int], ...] = (
 # and added to the last S/8 map (a small feature pyramid), which helps small faces.
 COMPACT_FINE_GRID = True
 COMPACT_FINE_WIDTH = 64
-COMPACT_FINE_MIX = True
 # Faster moving statistics than Keras' 0.99: short trainings from scratch end with usable BN stats.
 BN_MOMENTUM = 0.9
 
@@ -419,9 +418,8 @@ def _compact_parts(
         up = layers.Resizing(h, w, interpolation="bilinear", name="fine_up")(x)
         lateral = _conv_bn(skip, COMPACT_FINE_WIDTH, 1, name="fine_lateral")
         x = layers.Add(name="fine_add")([up, lateral])
-        if COMPACT_FINE_MIX:
-            # A plain 3x3 conv: TensorFlow's CPU depthwise gradients cost more than this.
-            x = _conv_bn(x, COMPACT_FINE_WIDTH, 3, name="fine_mix")
+        # A plain 3x3 conv: TensorFlow's CPU depthwise gradients cost more than this.
+        x = _conv_bn(x, COMPACT_FINE_WIDTH, 3, name="fine_mix")
         w4 = COMPACT_FINE_WIDTH
     feature_model = keras.Model(inp, x, name="compact_features")
 

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from facetrack.data import Sample
+from facetrack.data import Sample, targets
 from facetrack.evaluate import (
     _unpack_predictions,
     box_iou,
@@ -411,7 +411,7 @@ def cached_features(
         shape, fn = tuple(int(d) for d in feature_model.output.shape[1:]), _inference_fn(feature_model)
 
     def batches():
-        for images in image_dataset(samples, settings.input_size, batch_size, with_targets=False):
+        for images in image_dataset(samples, settings.input_size, batch_size):
             yield np.asarray(fn(images)).astype(np.float16)
 
     return _cached_array(
@@ -438,7 +438,7 @@ def cached_pixels(
     size = int(input_size)
 
     def batches():
-        for images in image_dataset(samples, size, batch_size, with_targets=False):
+        for images in image_dataset(samples, size, batch_size):
             yield np.clip(np.rint(images.numpy()), 0, 255).astype(np.uint8)
 
     return _cached_array(
@@ -448,11 +448,9 @@ def cached_pixels(
 
 def cpu_has_bfloat16() -> bool:
     """True on a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX) and no GPU in use."""
+    if _has_gpu():
+        return False
     try:
-        import tensorflow as tf
-
-        if tf.config.list_physical_devices("GPU"):
-            return False
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
@@ -570,36 +568,56 @@ def _inference_fn(model: Any):
 FEATURES_IN_MEMORY_BYTES = 512 * 2**20
 
 
-def _feature_dataset(feats: np.ndarray, samples: Sequence[Sample], batch_size: int, shuffle: bool, seed: int):
-    """Batches ``(features (B, h, w, c) float32, {"class": (B, 1), "bbox": (B, 4)})`` of cached features."""
+def _streamed_batches(
+    samples: Sequence[Sample], batch_size: int, shuffle: bool, seed: int, xshape, make_batch
+):
+    """A ``tf.data`` pipeline of batches assembled in Python, with their targets.
+
+    Batches are ``batch_size`` samples in a new random order each epoch
+    (``shuffle``), sorted within the batch for memmap reads.
+    ``make_batch(idx, boxes, rng)`` returns ``(x float32 (B, *xshape), boxes (B, 4))``.
+    Elements are ``(x, {"class": (B, 1), "bbox": (B, 4)})``.
+    """
     import tensorflow as tf
 
     n = len(samples)
-    cls = np.array([[1.0 if s.box is not None else 0.0] for s in samples], np.float32).reshape(-1, 1)
-    box = np.array(
-        [s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float32
-    ).reshape(-1, 4)
-    fshape = feats.shape[1:]
-    if feats.nbytes <= FEATURES_IN_MEMORY_BYTES:
-        ds = tf.data.Dataset.from_tensor_slices((np.asarray(feats), cls, box))
-        if shuffle:
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(lambda x, c, b: (tf.cast(x, tf.float32), {"class": c, "bbox": b}))
-        return ds.prefetch(2)
+    cls, box = targets(samples)
     rng = np.random.default_rng(seed)
 
     def gen():
         order = rng.permutation(n) if shuffle else np.arange(n)
         for i in range(0, n, batch_size):
             idx = np.sort(order[i : i + batch_size])
-            yield np.asarray(feats[idx], np.float32), {"class": cls[idx], "bbox": box[idx]}
+            x, boxes = make_batch(idx, box[idx], rng)
+            yield x, {"class": cls[idx], "bbox": boxes}
 
     sig = (
-        tf.TensorSpec((None, *fshape), tf.float32),
+        tf.TensorSpec((None, *xshape), tf.float32),
         {"class": tf.TensorSpec((None, 1), tf.float32), "bbox": tf.TensorSpec((None, 4), tf.float32)},
     )
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
     return ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size))).prefetch(2)
+
+
+def _feature_dataset(feats: np.ndarray, samples: Sequence[Sample], batch_size: int, shuffle: bool, seed: int):
+    """Batches ``(features (B, h, w, c) float32, {"class": (B, 1), "bbox": (B, 4)})`` of cached features."""
+    import tensorflow as tf
+
+    if feats.nbytes <= FEATURES_IN_MEMORY_BYTES:
+        cls, box = targets(samples)
+        ds = tf.data.Dataset.from_tensor_slices((np.asarray(feats), cls, box))
+        if shuffle:
+            ds = ds.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(lambda x, c, b: (tf.cast(x, tf.float32), {"class": c, "bbox": b}))
+        return ds.prefetch(2)
+    return _streamed_batches(
+        samples,
+        batch_size,
+        shuffle,
+        seed,
+        feats.shape[1:],
+        lambda idx, boxes, rng: (np.asarray(feats[idx], np.float32), boxes),
+    )
 
 
 def _jitter_batch(
@@ -685,29 +703,14 @@ def _pixel_dataset(
     ``flip`` and ``jitter`` as :func:`_jitter_batch` says, new draws every
     epoch, so every epoch sees new variants of the augmented set.
     """
-    import tensorflow as tf
-
-    n = len(samples)
-    size = int(pixels.shape[1])
-    cls = np.array([[1.0 if s.box is not None else 0.0] for s in samples], np.float32).reshape(-1, 1)
-    box = np.array(
-        [s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float32
-    ).reshape(-1, 4)
-    rng = np.random.default_rng(seed)
-
-    def gen():
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        for i in range(0, n, batch_size):
-            idx = np.sort(order[i : i + batch_size])
-            images, boxes = _jitter_batch(np.asarray(pixels[idx]), box[idx], rng, flip, jitter)
-            yield images, {"class": cls[idx], "bbox": boxes}
-
-    sig = (
-        tf.TensorSpec((None, size, size, 3), tf.float32),
-        {"class": tf.TensorSpec((None, 1), tf.float32), "bbox": tf.TensorSpec((None, 4), tf.float32)},
+    return _streamed_batches(
+        samples,
+        batch_size,
+        shuffle,
+        seed,
+        pixels.shape[1:],
+        lambda idx, boxes, rng: _jitter_batch(np.asarray(pixels[idx]), boxes, rng, flip, jitter),
     )
-    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
-    return ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size))).prefetch(2)
 
 
 # --------------------------------------------------------------------------- the loop
