@@ -126,8 +126,29 @@ def test_compact_end_to_end(tmp_path, data):
     assert rec.batches[-1].eta_seconds is not None and rec.batches[-1].batches == 6
     model = load_model(run / "model.keras")
     assert model.input_shape == (None, 32, 32, 3)
+    assert "mirror_image" in [layer.name for layer in model.layers]  # saved mirror-averaged
     log = (run / "train.log").read_text()
     assert "epoch 4/4" in log and "saved the best model" in log
+
+
+def test_compact_keeps_the_validated_averaged_weights(tmp_path, data):
+    """With weight averaging, the saved model is the one whose validation score was recorded as best."""
+    from facetrack.evaluate import compute_metrics, predict_samples, validation_score
+    from facetrack.model import load_model
+
+    tr, va = data
+    s = TrainSettings(
+        backbone="compact", weights="none", input_size=32, epochs=2, batch_size=16,
+        export_tflite=False, mirror_average=False, ema_decay=0.9,
+    )  # fmt: skip
+    result = train(tr, va, s, tmp_path / "run")
+    model = load_model(tmp_path / "run" / "model.keras")
+    assert "mirror_image" not in [layer.name for layer in model.layers]
+    scores, boxes = predict_samples(model, va, 32)
+    best = result.history[result.best_epoch - 1]
+    assert validation_score(va, scores, boxes, 0.5) == pytest.approx(best.val_score, abs=1e-4)
+    # the mean IoU moves with every weight, so it tells the averaged weights from the last ones
+    assert compute_metrics(va, scores, boxes, 0.5).mean_iou == pytest.approx(best.val_mean_iou, abs=1e-4)
 
 
 def test_stop_after_one_batch_keeps_a_model(tmp_path, data):
@@ -270,7 +291,7 @@ def test_pixel_cache_is_the_evaluation_resize_and_is_reused(tmp_path, data):
     rec = Recorder()
     pixels = cached_pixels(tr[:20], 32, cache, rec, batch_size=8)
     assert pixels.dtype == np.uint8 and pixels.shape == (20, 32, 32, 3)
-    ref = np.concatenate([b.numpy() for b in image_dataset(tr[:20], 32, 8, with_targets=False)])
+    ref = np.concatenate([b.numpy() for b in image_dataset(tr[:20], 32, 8)])
     assert np.abs(pixels.astype(np.float32) - ref).max() <= 0.5 + 1e-3
     (folder,) = [d for d in cache.iterdir() if d.is_dir()]
     mtime = (folder / "pixels.npy").stat().st_mtime_ns
