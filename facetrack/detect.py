@@ -21,6 +21,7 @@ updates it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ import numpy as np
 
 from facetrack.export import KERAS_FILE, TFLITE_FILE, model_input_size, named_outputs
 from facetrack.labels import FACE_LABEL, Box, iou
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "litert", "keras")
 RESIZE_MODES = ("fast", "area", "linear")
@@ -169,6 +172,15 @@ class _LiteRTRunner:
             it = Interpreter(model_path=str(path), num_threads=num_threads)
         except Exception as exc:
             raise DetectorError(f"cannot load {path}: {exc}") from exc
+        try:
+            self._setup(it, path)
+        except (RuntimeError, ValueError) as exc:  # a damaged file fails here, e.g. in allocate_tensors
+            if isinstance(exc, DetectorError):
+                raise
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise DetectorError(f"{path.name} is damaged and cannot be used ({first})") from exc
+
+    def _setup(self, it: Any, path: Path) -> None:
         outputs = {}
         signatures = it.get_signature_list()
         if signatures:
@@ -338,6 +350,9 @@ class Detector:
                     det = cls.from_tflite(tflite_path, threshold, num_threads, resize)
                 except (DetectorError, ImportError) as exc:
                     backend, fallback_reason = "keras", str(exc)
+                    log.warning(
+                        "run %s: using %s instead of %s: %s", run_dir.name, KERAS_FILE, TFLITE_FILE, exc
+                    )
         if backend == "litert":
             if not tflite_path.is_file():
                 raise DetectorError(

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facetrack.fileio import FileTooLarge, read_capped
+
 # Refuse files that declare more pixels than this before decoding them.
 MAX_PIXELS = 80_000_000
+# Refuse image files larger than this before reading them (80 MP as uncompressed 24-bit is 240 MB).
+MAX_FILE_BYTES = 256 * 2**20
 # Images with a longer side than this are downscaled when stored.
 MAX_SIDE = 4096
 # Smallest usable image side.
@@ -68,6 +73,26 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     if min(arr.shape[:2]) < MIN_SIDE:
         raise ImageError(f"{name}: {arr.shape[1]}x{arr.shape[0]} pixels is too small (at least {MIN_SIDE})")
     return arr
+
+
+def read_image_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of an image file, refused before reading when it cannot be an image FaceTrack opens.
+
+    Raises :class:`ImageError` for a missing or unreadable file, something that
+    is not a regular file (``/dev/zero``, a pipe, a folder) and a file over
+    ``max_bytes``; reads at most ``max_bytes + 1`` bytes.
+    """
+    name = os.fspath(path)
+    try:
+        return read_capped(path, max_bytes)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except FileTooLarge as exc:
+        raise ImageError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: not a regular file") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})") from None
 
 
 def _to_rgb8(img: Image.Image) -> np.ndarray:

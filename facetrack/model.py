@@ -43,6 +43,8 @@ from typing import Any
 import keras
 from keras import layers, ops
 
+from facetrack.fileio import FileTooLarge, check_zip_sizes
+
 BACKBONES = ("vgg16", "compact")
 DEFAULT_INPUT_SIZE = 120
 VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -561,6 +563,10 @@ def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
         raise ModelLoadError(
             f"The model file '{path.name}' is damaged or is not a Keras model (.keras) file."
         )
+    try:  # before keras reads it: a config that inflates to 1 GB would cost several GB
+        check_zip_sizes(path, {"config.json": 8 * 2**20, "metadata.json": 2**20}, total=2 * 2**30)
+    except (FileTooLarge, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"The model file '{path.name}' was refused: {exc}.") from None
     try:
         model = keras.saving.load_model(str(path), compile=compile, safe_mode=True)
     except Exception as exc:  # noqa: BLE001
