@@ -11,6 +11,7 @@ from facetrack.augment import AugmentSettings, counts, is_stale, preview
 from facetrack.fileio import read_json
 from facetrack.images import ImageError, read_rgb
 from facetrack.jobs import JobError, augment_state, request_augment_stop, start_augment
+from facetrack.limits import AUGMENT_LIMITS as LIMITS
 from facetrack.workspace import Project, WorkspaceError
 from ui.common import header, require_project
 from ui.images import BOX_RGB, draw_boxes
@@ -76,8 +77,7 @@ with controls:
     with st.container(border=True):
         st.slider(
             "Copies per photo",
-            1,
-            100,
+            *LIMITS["copies_per_image"],
             key=widget_key("copies_per_image"),
             help="How many augmented images each training photo becomes (the tutorial used 60).",
         )
@@ -90,29 +90,33 @@ with controls:
             help="Side of the square images written. Keep it at least the model's input size (120).",
         )
     with st.expander("Crop and rotate", expanded=True, icon=":material/crop:"):
-        st.slider("Crop probability", 0.0, 1.0, step=0.05, key=widget_key("crop_probability"))
+        st.slider(
+            "Crop probability", *LIMITS["crop_probability"], step=0.05, key=widget_key("crop_probability")
+        )
         st.slider(
             "Smallest crop (share of the photo)",
-            0.05,
-            1.0,
+            *LIMITS["crop_scale_min"],
             step=0.05,
             key=widget_key("crop_scale_min"),
             help="Small crops zoom in; a crop that cuts most of the face off becomes a 'no face' example.",
         )
         st.slider(
             "Zoom out (share)",
-            0.0,
-            0.9,
+            *LIMITS["zoom_out"],
             step=0.05,
             key=widget_key("zoom_out"),
             help="Shrinks the photo on a grey border, so the model also learns small, far-away faces.",
         )
-        st.slider("Zoom-out probability", 0.0, 1.0, step=0.05, key=widget_key("zoom_out_probability"))
-        st.slider("Rotation (± degrees)", 0, 45, key=widget_key("rotation"))
+        st.slider(
+            "Zoom-out probability",
+            *LIMITS["zoom_out_probability"],
+            step=0.05,
+            key=widget_key("zoom_out_probability"),
+        )
+        st.slider("Rotation (± degrees)", *LIMITS["rotation"], key=widget_key("rotation"))
         st.slider(
             "Minimum visible face",
-            0.0,
-            1.0,
+            *LIMITS["min_visibility"],
             step=0.05,
             key=widget_key("min_visibility"),
             help="A face box keeping less than this share of its area inside a crop is dropped.",
@@ -125,23 +129,29 @@ with controls:
             help="Faces are rarely upside down: off by default.",
         )
     with st.expander("Light and colour", icon=":material/palette:"):
-        st.slider("Colour change probability", 0.0, 1.0, step=0.05, key=widget_key("color_probability"))
-        st.slider("Brightness (±)", 0.0, 0.5, step=0.05, key=widget_key("brightness"))
-        st.slider("Contrast (±)", 0.0, 0.5, step=0.05, key=widget_key("contrast"))
-        st.slider("Gamma (± percent)", 0, 90, step=5, key=widget_key("gamma"))
-        st.slider("RGB shift (± levels)", 0, 60, step=5, key=widget_key("rgb_shift"))
-        st.slider("Blur probability", 0.0, 1.0, step=0.05, key=widget_key("blur_probability"))
+        st.slider(
+            "Colour change probability",
+            *LIMITS["color_probability"],
+            step=0.05,
+            key=widget_key("color_probability"),
+        )
+        st.slider("Brightness (±)", *LIMITS["brightness"], step=0.05, key=widget_key("brightness"))
+        st.slider("Contrast (±)", *LIMITS["contrast"], step=0.05, key=widget_key("contrast"))
+        st.slider("Gamma (± percent)", *LIMITS["gamma"], step=5, key=widget_key("gamma"))
+        st.slider("RGB shift (± levels)", *LIMITS["rgb_shift"], step=5, key=widget_key("rgb_shift"))
+        st.slider(
+            "Blur probability", *LIMITS["blur_probability"], step=0.05, key=widget_key("blur_probability")
+        )
         st.slider(
             "Grayscale probability",
-            0.0,
-            1.0,
+            *LIMITS["grayscale_probability"],
             step=0.05,
             key=widget_key("grayscale_probability"),
             help="Some copies in black and white, so the model cannot use colour alone to decide "
             "(photos without a face are sometimes grayscale, faces too).",
         )
     with st.expander("Advanced", icon=":material/tune:"):
-        st.number_input("Random seed", 0, 2**31 - 1, step=1, key=widget_key("seed"))
+        st.number_input("Random seed", *LIMITS["seed"], step=1, key=widget_key("seed"))
         if st.button("Reset to defaults", icon=":material/restart_alt:"):
             load_into_widgets(AugmentSettings())
             st.rerun()

@@ -12,6 +12,7 @@ import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
 
 from facetrack import jobs
 from facetrack.augment import counts, is_stale
+from facetrack.limits import TRAIN_LIMITS
 from facetrack.train import TrainSettings
 from ui.charts import loss_figure, score_figure
 from ui.common import header, model_download, require_project, run_label
@@ -180,8 +181,8 @@ def settings_form() -> None:
     c1, c2, c3 = st.columns(3)
     epochs = c1.number_input(
         "Epochs",
-        min_value=1,
-        max_value=500,
+        min_value=TRAIN_LIMITS["epochs"][0],
+        max_value=TRAIN_LIMITS["epochs"][1],
         value=int(defaults.epochs),
         key=f"train_epochs_{backbone}",
         help="How many times the model goes over the whole training set. "
