@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,7 +115,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_augment(args: argparse.Namespace) -> int:
     from facetrack.augment import AugmentSettings, generate
-    from facetrack.fileio import atomic_write_json, read_json
+    from facetrack.fileio import read_json, write_status_json  # in place when the disk is full
 
     project = _project(args.project)
     doc: dict[str, Any] = {}
@@ -143,7 +144,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         bar.update(done, total)
         if progress_file:
-            atomic_write_json(
+            write_status_json(
                 progress_file,
                 {"state": "running", "done": done, "total": total, "pid": os.getpid(), "started": started,
                  "updated": time.time()},
@@ -155,11 +156,11 @@ def cmd_augment(args: argparse.Namespace) -> int:
         )
     except Exception as exc:
         if progress_file:
-            atomic_write_json(progress_file, {"state": "failed", "message": str(exc), "pid": os.getpid()})
+            write_status_json(progress_file, {"state": "failed", "message": str(exc), "pid": os.getpid()})
         raise
     state = "stopped" if report.stopped else "finished"
     if progress_file:
-        atomic_write_json(
+        write_status_json(
             progress_file,
             {"state": state, "done": report.done + report.skipped, "total": report.done + report.skipped,
              "counts": report.counts, "failed": report.failed[:50], "pid": os.getpid(), "updated": time.time(),
@@ -178,12 +179,19 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from facetrack.augment import load_samples
+    from facetrack.cluster import worker_role
     from facetrack.fileio import atomic_write_json, read_json
     from facetrack.jobs import FileCallbacks, active_training, new_run_dir
     from facetrack.model import WeightsUnavailable
-    from facetrack.train import BatchProgress, EpochRecord, TrainSettings, train
+    from facetrack.train import BatchProgress, EpochRecord, train
 
     project = _project(args.project)
+    role = worker_role()
+    if not role.is_chief and (args.strategy or "") == "multiworker":
+        # Only the chief writes the run folder; this worker's copies go to a scratch folder.
+        with tempfile.TemporaryDirectory(prefix="facetrack-worker-") as scratch:
+            args.run_dir, args.quiet = None, True
+            return _train_worker(args, project, Path(scratch))
     if args.run_dir:
         run_dir = Path(args.run_dir)
         request = run_dir / "request.json"
@@ -193,28 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if running is not None:
             raise CliError(f"a training is already running in this project ({running.name})")
         doc = {}
-    for key in (
-        "backbone",
-        "weights",
-        "epochs",
-        "batch_size",
-        "learning_rate",
-        "input_size",
-        "name",
-        "strategy",
-    ):
-        value = getattr(args, key)
-        if value is not None:
-            doc[key] = value
-    if args.fine_tune:
-        doc["fine_tune"] = True
-    doc.setdefault("backbone", "compact")
-    if doc["backbone"] == "compact":
-        doc.setdefault("weights", "none")
-    try:
-        settings = TrainSettings.from_dict(doc)
-    except (TypeError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
+    settings = _train_settings(args, doc)
     train_samples = load_samples(project, "train")
     val_samples = load_samples(project, "val")
     if not train_samples:
@@ -281,6 +268,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_settings(args: argparse.Namespace, doc: dict[str, Any]) -> Any:
+    """``TrainSettings`` from ``doc`` (a request file's) with the command line's options on top."""
+    from facetrack.train import TrainSettings
+
+    for key in (
+        "backbone",
+        "weights",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "input_size",
+        "name",
+        "strategy",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            doc[key] = value
+    if args.fine_tune:
+        doc["fine_tune"] = True
+    doc.setdefault("backbone", "compact")
+    if doc["backbone"] == "compact":
+        doc.setdefault("weights", "none")
+    try:
+        return TrainSettings.from_dict(doc)
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _train_worker(args: argparse.Namespace, project: Any, scratch: Path) -> int:
+    """A non-chief worker of a multi-worker training: trains in step with the chief, writes only to ``scratch``."""
+    from facetrack.augment import load_samples
+    from facetrack.train import train
+
+    settings = _train_settings(args, {"export_tflite": False})
+    result = train(
+        load_samples(project, "train"),
+        load_samples(project, "val"),
+        settings,
+        scratch / "run",
+        cache_dir=project.cache_dir / "features",
+    )
+    print(f"{result.state}: worker done (the chief writes the run)")
+    return 0
+
+
 def _num(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
@@ -329,7 +361,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from facetrack.detect import Detector, DetectorError, draw_detections
-    from facetrack.images import ImageError, decode_image, encode_jpeg
+    from facetrack.images import ImageError, decode_image, encode_jpeg, read_image_file
     from facetrack.model import ModelLoadError
 
     run = _run_dir(None, args.run)
@@ -342,10 +374,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     for name in args.images:
         path = Path(name)
         try:
-            rgb = decode_image(path.read_bytes(), path.name)
-        except FileNotFoundError:
-            exc = ImageError(f"{name}: no such file")
-        except (OSError, ImageError) as err:
+            rgb = decode_image(read_image_file(path), path.name)
+        except ImageError as err:
             exc = err
         else:
             exc = None
@@ -498,7 +528,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line, never a traceback
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from facetrack.fileio import DiskFull, is_disk_full
+
+        if is_disk_full(exc) and not isinstance(exc, DiskFull):
+            exc = DiskFull(
+                f"the disk is full ({exc.strerror}: {exc.filename or ''}); free some space and try again"
+            )
+        print(
+            f"error: {exc if isinstance(exc, DiskFull) else f'{type(exc).__name__}: {exc}'}", file=sys.stderr
+        )
         if os.environ.get("FACETRACK_DEBUG"):
             raise
         return 1

@@ -39,9 +39,19 @@ import cv2
 import numpy as np
 
 from facetrack.data import SPLITS, Sample
-from facetrack.fileio import atomic_write_json, read_json, write_disposable
+from facetrack.fileio import (
+    DISK_FULL_MESSAGE,
+    DiskFull,
+    atomic_write_json,
+    disk_full_error,
+    ensure_free_space,
+    is_disk_full,
+    read_json,
+    write_disposable,
+)
 from facetrack.images import encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
+from facetrack.limits import AUGMENT_LIMITS, range_problems
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -75,29 +85,15 @@ class AugmentSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        problems = []
-        if not 1 <= self.copies_per_image <= 500:
-            problems.append("copies per image must be between 1 and 500")
-        if not 32 <= self.output_size <= 1024:
-            problems.append("output size must be between 32 and 1024 pixels")
-        for name in (
-            "crop_probability",
-            "crop_scale_min",
-            "color_probability",
-            "blur_probability",
-            "grayscale_probability",
-            "min_visibility",
-        ):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be between 0 and 1")
-        if self.crop_scale_min <= 0.0:
-            problems.append("crop_scale_min must be above 0")
-        if not 0 <= self.rotation <= 45:
-            problems.append("rotation must be between 0 and 45 degrees")
-        if not 0 <= self.gamma <= 90:
-            problems.append("gamma must be between 0 and 90 percent")
+        problems = range_problems(self, AUGMENT_LIMITS)  # the ranges the sliders show too
         if problems:
             raise ValueError("; ".join(problems))
+        for f in fields(self):  # 20.0 from a JSON file is the whole number 20; 0 is the float 0.0
+            if f.type in ("int", "float"):
+                object.__setattr__(self, f.name, (int if f.type == "int" else float)(getattr(self, f.name)))
+        for name in ("horizontal_flip", "vertical_flip"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name.replace('_', ' ')} must be true or false")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,8 +251,13 @@ Progress = Callable[[int, int], None]
 def _task(
     image_path: str, box: list[float] | None, split: str, settings_doc: dict, out_dir: str, key: str
 ) -> tuple[str, str | None]:
-    """Augment one photo and write its copies; runs in a worker process. Returns (id, error)."""
+    """Augment one photo and write its copies; runs in a worker process. Returns (id, error).
+
+    On a full disk the copies written so far are removed and the error starts
+    with :data:`DISK_FULL_MESSAGE`, so that :func:`generate` stops.
+    """
     image_id = Path(image_path).stem
+    entries: list[dict[str, Any]] = []
     try:
         settings = AugmentSettings.from_dict(settings_doc)
         rgb = read_rgb(image_path)
@@ -268,26 +269,28 @@ def _task(
         else:
             copies = [(plain_copy(rgb, settings.output_size), face)]
         folder = Path(out_dir) / split
-        entries = []
         for k, (img, b) in enumerate(copies):
             name = f"{image_id}_{k}.jpg"
             data = encode_jpeg(img, JPEG_QUALITY)
             # Written directly; the marker below (atomic, written last) lists each size,
             # so a copy cut short by a crash is found and its photo generated again.
+            entries.append({"file": name})  # listed first, so a partial file is removed on failure
             write_disposable(folder / name, data)
-            entries.append(
-                {
-                    "file": name,
-                    "box": None if b is None else [round(v, 6) for v in b.to_list()],
-                    "bytes": len(data),
-                }
-            )
+            entries[-1] = {
+                "file": name,
+                "box": None if b is None else [round(v, 6) for v in b.to_list()],
+                "bytes": len(data),
+            }
         atomic_write_json(
             folder / f"{image_id}.json", {"source": image_id, "split": split, "key": key, "copies": entries}
         )
         return image_id, None
-    except Exception as exc:  # reported per image; the rest proceeds
-        return image_id, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # reported per image; the rest proceeds (but not on a full disk)
+        if not is_disk_full(exc):
+            return image_id, f"{type(exc).__name__}: {exc}"
+        for entry in entries:
+            (Path(out_dir) / split / entry["file"]).unlink(missing_ok=True)
+        return image_id, str(disk_full_error(Path(out_dir), exc))
 
 
 def _seed(base: int, image_id: str) -> int:
@@ -338,42 +341,71 @@ def generate(
     total = len(tasks) + skipped
     failed: list[tuple[str, str]] = []
     done = 0
-    stopped = False
+    disk_full = ""
     if progress:
         progress(skipped, total)
+    ensure_free_space(out, _bytes_needed(tasks, settings), "augmentation")
+
+    def on_result(image_id: str, err: str | None) -> bool:
+        """Count a finished photo; True when generation must end (a full disk)."""
+        nonlocal done, disk_full
+        done += 1
+        if err and err.startswith(DISK_FULL_MESSAGE):
+            disk_full = disk_full or err
+        elif err:
+            failed.append((image_id, err))
+        if progress:
+            progress(skipped + done, total)
+        return bool(disk_full)
+
     n_workers = min(os.cpu_count() or 1, 4) if workers is None else workers
+    stopped = _run_tasks(tasks, n_workers, on_result, should_stop or (lambda: False))
+    if disk_full:  # every photo cut short removed its own copies; finished photos stay (resumable)
+        raise DiskFull(disk_full)
+    return GenerateReport(done=done, skipped=skipped, failed=failed, counts=counts(project), stopped=stopped)
+
+
+def _bytes_needed(tasks: list[tuple], settings: AugmentSettings) -> int:
+    """About what the copies of ``tasks`` take on disk (a JPEG is under a quarter of its pixels' bytes)."""
+    copies = sum(settings.copies_per_image if t[2] == "train" else 1 for t in tasks)
+    return copies * settings.output_size**2 * 3 // 4 + 2 * 2**20  # and room for the markers
+
+
+def _run_tasks(
+    tasks: list[tuple],
+    n_workers: int,
+    on_result: Callable[[str, str | None], bool],
+    should_stop: Callable[[], bool],
+) -> bool:
+    """Run :func:`_task` on each of ``tasks``, in ``n_workers`` processes (0: here).
+
+    ``on_result(image_id, error)`` is called as each finishes; when it returns
+    True no further task starts. Returns True when ``should_stop()`` ended the run early.
+    """
     if n_workers <= 0 or len(tasks) < 8:
         for t in tasks:
-            if should_stop and should_stop():
+            if should_stop():
+                return True
+            if on_result(*_task(*t)):
+                return False
+        return False
+    # fork starts workers at once; never fork a process that holds TensorFlow's threads (spawn then)
+    ctx = multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+    stopped = ended = False
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        pending: set[Future] = set()
+        queue = list(reversed(tasks))
+        while queue or pending:
+            while queue and len(pending) < 4 * n_workers:
+                pending.add(pool.submit(_task, *queue.pop()))
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in finished:
+                ended = on_result(*f.result()) or ended
+            if not stopped and not ended and should_stop():
                 stopped = True
-                break
-            _, err = _task(*t)
-            done += 1
-            if err:
-                failed.append((Path(t[0]).stem, err))
-            if progress:
-                progress(skipped + done, total)
-    else:
-        # fork starts workers at once; never fork a process that holds TensorFlow's threads (spawn then)
-        ctx = multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-            pending: set[Future] = set()
-            queue = list(reversed(tasks))
-            while queue or pending:
-                while queue and len(pending) < 4 * n_workers and not stopped:
-                    pending.add(pool.submit(_task, *queue.pop()))
-                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    image_id, err = f.result()
-                    done += 1
-                    if err:
-                        failed.append((image_id, err))
-                if progress and finished:
-                    progress(skipped + done, total)
-                if should_stop and should_stop() and not stopped:
-                    stopped = True
-                    queue.clear()
-    return GenerateReport(done=done, skipped=skipped, failed=failed, counts=counts(project), stopped=stopped)
+            if stopped or ended:
+                queue.clear()  # the photos in progress finish (or clean up after themselves)
+    return stopped
 
 
 def _marker_ok(marker: Path, key: str) -> bool:

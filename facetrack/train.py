@@ -64,7 +64,17 @@ from facetrack.evaluate import (
     predict_samples,
     validation_score,
 )
-from facetrack.fileio import atomic_write_json, atomic_write_text
+from facetrack.fileio import (
+    DiskFull,
+    atomic_write_json,
+    atomic_write_text,
+    disk_full_error,
+    ensure_free_space,
+    is_disk_full,
+    preallocate,
+    write_status_json,
+)
+from facetrack.limits import TRAIN_LIMITS, range_problems
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 _BACKBONE_DEFAULTS = {
@@ -126,8 +136,9 @@ class TrainSettings:
         for key, value in _BACKBONE_DEFAULTS[self.backbone].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        if int(self.epochs) < 1 or int(self.batch_size) < 1:
-            raise ValueError("epochs and batch size must be at least 1")
+        problems = range_problems(self, TRAIN_LIMITS)  # the ranges the train page offers too
+        if problems:
+            raise ValueError("; ".join(problems))
         self.input_size = int(self.input_size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -233,7 +244,7 @@ class _Run:
             fh.write(line)
 
     def status(self, state: str, message: str = "") -> None:
-        atomic_write_json(
+        write_status_json(
             self.dir / "status.json",
             {
                 "state": state,
@@ -282,7 +293,21 @@ def _make_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        plain_reduce = strategy.reduce
+
+        def one(reduce_op, v, axis):  # noqa: ANN001, ANN202
+            local = strategy.experimental_local_results(v)[0]
+            return plain_reduce(reduce_op, v, axis=None if local.shape.rank == 0 else axis)
+
+        def reduce(reduce_op, value, axis=None):  # noqa: ANN001, ANN202
+            # Keras 3's fit() asks this strategy for what it cannot do (keras-team/keras#20585):
+            # reduce its first batch, a nest of per-replica values, in one call, and each scalar
+            # loss along axis 0. Reduce each value alone, scalars across workers only.
+            return tf.nest.map_structure(lambda v: one(reduce_op, v, axis), value)
+
+        strategy.reduce = reduce
+        return strategy
     return tf.distribute.get_strategy()
 
 
@@ -346,10 +371,13 @@ def _cached_array(
         return np.load(folder / f"{kind}.npy", mmap_mode="r")
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{kind}.{os.getpid()}.npy"
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, *shape))
     done = 0
     callbacks.on_stage(stage, 0, n)
+    arr = None
     try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, *shape))
+        with open(tmp, "r+b") as fh:  # reserve the blocks: a full disk fails here, not by SIGBUS later
+            preallocate(fh.fileno(), os.fstat(fh.fileno()).st_size, tmp)
         for out in batches:
             arr[done : done + len(out)] = out
             done += len(out)
@@ -357,9 +385,11 @@ def _cached_array(
             if callbacks.should_stop():
                 raise _Stopped()
         arr.flush()
-    except BaseException:
+    except BaseException as exc:
         del arr
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc) and not isinstance(exc, DiskFull):
+            raise disk_full_error(folder, exc) from exc
         raise
     del arr
     os.replace(tmp, folder / f"{kind}.npy")
@@ -1095,6 +1125,8 @@ def train(
             raise ValueError(
                 "There are no training images. Label some photos and generate the training set first."
             )
+        need = _space_needed(train_samples, val_samples, settings, Path(cache_dir))
+        ensure_free_space(Path(cache_dir), need, "training")
         keras.utils.set_random_seed(int(settings.seed))
         strategy = _make_strategy(settings.strategy)
         try:
@@ -1133,6 +1165,19 @@ def train(
     seconds = time.time() - t_start
     run.log(f"{state} in {seconds:.1f}s")
     return TrainResult(run_dir, state, run.best_epoch, run.best_score, list(run.history), seconds)
+
+
+def _space_needed(
+    train_samples: Sequence[Sample], val_samples: Sequence[Sample], settings: TrainSettings, cache_dir: Path
+) -> int:
+    """Bytes a training may write: its caches not yet on disk, and room for the model files."""
+    size, n = int(settings.input_size), len(train_samples)
+    key = "pixels-" + feature_cache_key(train_samples, "pixels", "none", size)
+    pixels = 0 if (cache_dir / key / "done.json").is_file() else n * size * size * 3
+    if settings.backbone == "compact":
+        return pixels + 50 * 2**20
+    features = (n + len(val_samples)) * max(1, size // 32) ** 2 * 512 * 2  # float16 block5 maps
+    return features + (pixels if settings.fine_tune else 0) + 300 * 2**20
 
 
 def _export(model: Any, run_dir: Path, run: _Run, callbacks: TrainCallbacks) -> None:

@@ -95,7 +95,9 @@ def _inflated_copy(src: Path, dest: Path, member: str, extra: int) -> None:
 
 
 @pytest.mark.parametrize(("member", "extra"), [("config.json", 20 * 2**20), ("metadata.json", 3 * 2**20)])
-def test_a_keras_file_that_inflates_is_refused_before_keras_reads_it(run_dir, tmp_path, member, extra) -> None:
+def test_a_keras_file_that_inflates_is_refused_before_keras_reads_it(
+    run_dir, tmp_path, member, extra
+) -> None:
     bomb = tmp_path / "bomb.keras"
     _inflated_copy(run_dir / "model.keras", bomb, member, extra)
     assert bomb.stat().st_size < 200_000
