@@ -76,11 +76,14 @@ def test_no_face_is_empty_shapes(tmp_path):
     assert not read_labelme(path).has_face
 
 
-def test_parse_ignores_other_shapes_and_labels():
+def test_parse_reads_face_polygons_as_rectangles_and_keeps_other_shapes():
     doc = labelme_dict(Label("x.jpg", 100, 100, (Box(0.1, 0.1, 0.2, 0.2),)))
-    doc["shapes"].append({"label": "face", "shape_type": "polygon", "points": [[1, 1], [5, 5], [1, 5]]})
+    doc["shapes"].append({"label": "face", "shape_type": "polygon", "points": [[1, 1], [5, 5], [1, 7]]})
     doc["shapes"].append({"label": "cat", "shape_type": "rectangle", "points": [[1, 1], [5, 5]]})
-    assert len(parse_labelme(doc).boxes) == 1
+    label = parse_labelme(doc)
+    assert [b.to_list() for b in label.boxes] == pytest.approx([[0.1, 0.1, 0.2, 0.2], [0.01, 0.01, 0.05, 0.07]])
+    assert label.other_shapes == (doc["shapes"][2],)
+    assert any("polygon" in n for n in label.notes) and any("cat rectangle" in n for n in label.notes)
 
 
 @pytest.mark.parametrize(
