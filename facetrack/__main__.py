@@ -102,11 +102,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         report = import_folder(project, src, progress=lambda d, t: bar.update(d, t))
     except ImportError_ as exc:
         raise CliError(str(exc)) from exc
-    for name, reason in report.skipped:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
-    for name, note in report.notes:
-        print(f"note {name}: {note}", file=sys.stderr)
-    print(f"{report.summary()} into {project.path}")
+    from facetrack.textsafe import terminal_safe
+
+    for line in report.lines():  # file names are data: control characters are written out
+        print(terminal_safe(line), file=sys.stderr)
+    print(f"{report.summary()} into {terminal_safe(str(project.path))}")
     if not report.added and report.skipped:
         raise CliError("nothing was imported")
     return 0

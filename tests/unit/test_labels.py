@@ -81,7 +81,7 @@ def test_parse_reads_face_polygons_as_rectangles_and_keeps_other_shapes():
     doc["shapes"].append({"label": "face", "shape_type": "polygon", "points": [[1, 1], [5, 5], [1, 7]]})
     doc["shapes"].append({"label": "cat", "shape_type": "rectangle", "points": [[1, 1], [5, 5]]})
     label = parse_labelme(doc)
-    assert [b.to_list() for b in label.boxes] == pytest.approx([[0.1, 0.1, 0.2, 0.2], [0.01, 0.01, 0.05, 0.07]])
+    assert [v for b in label.boxes for v in b.to_list()] == pytest.approx([0.1, 0.1, 0.2, 0.2, 0.01, 0.01, 0.05, 0.07])
     assert label.other_shapes == (doc["shapes"][2],)
     assert any("polygon" in n for n in label.notes) and any("cat rectangle" in n for n in label.notes)
 
