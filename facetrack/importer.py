@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from facetrack.images import IMAGE_EXTENSIONS, ImageError
-from facetrack.labels import Label, LabelError, parse_label_bytes
+from facetrack.labels import Label, LabelError, check_label_size, parse_label_bytes
 from facetrack.textsafe import clean_name
 from facetrack.workspace import Project
 
@@ -250,8 +250,7 @@ def _read_labels(
     claims: dict[str, list[tuple[_Entry, Label]]] = {}
     for j in jsons:
         try:
-            if j.size > MAX_FILE_BYTES:
-                raise LabelError(f"{j.name}: larger than {MAX_FILE_BYTES // 2**20} MB")
+            check_label_size(j.size, j.name)
             label = parse_label_bytes(j.read(), source=j.name)
         except LabelError as exc:
             report.skipped.append((j.name, str(exc)))

@@ -400,6 +400,15 @@ def _depth(doc: Any) -> int:
     return deepest
 
 
+def check_label_size(size: int, source: str = "label") -> None:
+    """Refuse a label file of ``size`` bytes larger than :data:`MAX_LABEL_BYTES` (before reading it)."""
+    if size > MAX_LABEL_BYTES:
+        raise LabelError(
+            f"{source}: {size / 2**20:.0f} MB is larger than the {MAX_LABEL_BYTES // 2**20} MB "
+            "a label file may be (save it without image data in labelme)"
+        )
+
+
 def parse_label_bytes(data: bytes, source: str = "label") -> Label:
     """Parse the bytes of a labelme file, refusing oversized, overfull or malicious ones first.
 
@@ -408,11 +417,7 @@ def parse_label_bytes(data: bytes, source: str = "label") -> Label:
     shapes, not UTF-8, not JSON, numbers too long to read, nesting deeper
     than :data:`MAX_DEPTH`.
     """
-    if len(data) > MAX_LABEL_BYTES:
-        raise LabelError(
-            f"{source}: {len(data) / 2**20:.0f} MB is larger than the {MAX_LABEL_BYTES // 2**20} MB "
-            "a label file may be (save it without image data in labelme)"
-        )
+    check_label_size(len(data), source)
     if data.count(b'"points"') > MAX_SHAPES:
         raise LabelError(
             f"{source}: more than {MAX_SHAPES} shapes; FaceTrack reads at most {MAX_SHAPES} per photo"
