@@ -139,6 +139,18 @@ def _doc_text(points: str, width: str = "100", extra: str = "") -> str:
         (_doc_text("[[1, 1], [5, 5]]", width="1" + "0" * 400), "positive integers"),  # 1/width overflows
         ('{"shapes": [], "imageWidth": 10, "imageHeight": 10}'.encode("utf-16").decode("latin-1"), "JSON"),
     ],
+    ids=[
+        "deep",
+        "deeper-than-40",
+        "overflow",
+        "1e999",
+        "-inf",
+        "nan",
+        "absurd",
+        "long-int",
+        "huge-width",
+        "utf16",
+    ],
 )
 def test_read_refuses_malicious_files_with_a_label_error(tmp_path, text, why):
     path = tmp_path / "bad.json"
@@ -166,7 +178,9 @@ def test_too_many_shapes_are_refused(tmp_path):
 def test_a_35_mb_label_with_300000_rectangles_is_refused_before_parsing(tmp_path):
     shape = json.dumps({**_rect(1), "group_id": None, "description": "", "flags": {}, "mask": None}, indent=2)
     path = tmp_path / "huge.json"
-    path.write_text('{"imageWidth": 100, "imageHeight": 100, "shapes": [' + ",".join([shape] * 300_000) + "]}")
+    path.write_text(
+        '{"imageWidth": 100, "imageHeight": 100, "shapes": [' + ",".join([shape] * 300_000) + "]}"
+    )
     assert path.stat().st_size > 35 * 10**6
     t0 = time.perf_counter()
     with pytest.raises(LabelError, match="larger than the 16 MB"):
