@@ -15,7 +15,12 @@ import unicodedata
 
 # Characters that change how the text around them is displayed.
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_MD_PUNCT = re.compile(r"([!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])")
+# Characters that format text anywhere in a line (CommonMark, GFM, Streamlit's colours, icons and maths).
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>~$:&|])")
+# Characters that format a line only at its start: headings, quotes, lists, setext underlines.
+_MD_LINE_START = re.compile(r"^(\d{0,9})([#>+=.)-])")
+# GFM turns ``www.x`` and ``a@b.c`` into links: a word joiner inside breaks them.
+_AUTOLINK = re.compile(r"(?i)(www|@)(?=(?<=www)\.|(?<=@)\w)")
 # U+2060 WORD JOINER: invisible, breaks ``:name:`` shortcodes and ``:color[...]`` directives.
 _WORD_JOINER = "\u2060"
 
@@ -60,10 +65,15 @@ def terminal_safe(text: str) -> str:
 def markdown_safe(text: str) -> str:
     """``text`` for Streamlit markdown, shown literally: no formatting, colours, emoji, icons or maths.
 
-    Control characters are written out as by :func:`terminal_safe`, every
-    ASCII punctuation mark is backslash-escaped (CommonMark), and an invisible
-    word joiner follows each colon so ``:red[...]``, ``:smile:`` and
-    ``:material/...:`` are not recognised.
+    Control characters are written out as by :func:`terminal_safe` (so the
+    result is one line), the characters that format text inline are
+    backslash-escaped (CommonMark), as is a heading, quote or list marker at
+    the start, and an invisible word joiner follows each colon so
+    ``:red[...]``, ``:smile:`` and ``:material/...:`` are not recognised
+    (and ``www.`` and ``@`` get one too, so no link is made). Letters,
+    digits, dots and most punctuation stay as they are.
     """
-    escaped = _MD_PUNCT.sub(r"\\\1", terminal_safe(text))
+    escaped = _MD_INLINE.sub(r"\\\1", terminal_safe(text))
+    escaped = _MD_LINE_START.sub(r"\1\\\2", escaped, count=1)
+    escaped = _AUTOLINK.sub(lambda m: m.group(1) + _WORD_JOINER, escaped)
     return escaped.replace("\\:", "\\:" + _WORD_JOINER)

@@ -30,20 +30,44 @@ def test_terminal_safe_writes_controls_out():
         "$x^2$.jpg",
         "**b**.jpg",
         "[a](http://e).jpg",
-        "# h.jpg",
         "a\\b.jpg",
         "`c`.jpg",
         "<b>.jpg",
         "~~s~~.jpg",
+        "a&amp;b.jpg",
+        "_i_.jpg",
     ],
 )
-def test_markdown_safe_escapes_every_markup_character(name):
+def test_markdown_safe_escapes_inline_markup(name):
     out = markdown_safe(name)
-    # every ASCII punctuation mark is backslash-escaped; colons also break shortcodes
-    unescaped = [c for i, c in enumerate(out) if c in ":[]*$`#<~()\\" and (i == 0 or out[i - 1] != "\\")]
-    assert all(c == "\\" for c in unescaped)
+    # every inline markup character is backslash-escaped; colons also break shortcodes
+    special = "\\`*_[]<>~$:&|"
+    i = 0
+    while i < len(out):
+        if out[i] == "\\":
+            assert out[i + 1] in special
+            i += 2
+            continue
+        assert out[i] not in special
+        i += 1
     assert ":red[" not in out and re.search(r":[a-z/_]+:", out) is None  # no colour, emoji or icon
     assert out.replace("\u2060", "").replace("\\", "") == name.replace("\\", "")
+
+
+@pytest.mark.parametrize(
+    ("name", "out"),
+    [
+        ("# big.jpg", "\\# big.jpg"),
+        ("> quote.jpg", "\\> quote.jpg"),
+        ("- item.jpg", "\\- item.jpg"),
+        ("1. one.jpg", "1\\. one.jpg"),
+        ("www.example.com.jpg", "www\u2060.example.com.jpg"),
+        ("me@example.com.jpg", "me@\u2060example.com.jpg"),
+        ("plain name-2.jpg", "plain name-2.jpg"),
+    ],
+)
+def test_markdown_safe_line_starts_and_links(name, out):
+    assert markdown_safe(name) == out
 
 
 def test_markdown_safe_writes_controls_out():
