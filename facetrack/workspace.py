@@ -314,6 +314,19 @@ class Project:
             return None
         return list(label.boxes) if label is not None and label.is_labelled else None
 
+    def label_note(self, image_id: str) -> str | None:
+        """Why a photo with a label file still counts as not labelled, in plain words; None otherwise."""
+        try:
+            label = self.read_label(image_id)
+        except LabelError as exc:
+            return f"This photo's label file is damaged ({exc}): draw the boxes again to replace it."
+        if label is None or label.is_labelled:
+            return None
+        return (
+            f"This photo's label keeps {len(label.other_shapes)} other shape(s) but no face: "
+            "draw the faces, or mark it as having none (the other shapes stay)."
+        )
+
     def set_boxes(self, image_id: str, boxes: list[Box]) -> None:
         """Save the image's face boxes (normalized) as labelme JSON; [] marks "no face".
 

@@ -288,3 +288,41 @@ def test_file_names_that_are_not_utf8_are_stored_readably(workspace):
     p = create_project("p")
     info = p.add_image(jpeg_bytes(synthetic_face()), original_name="caf\udce9.jpg")
     assert p.info(info.id).original_name == "caf\ufffd.jpg"
+
+
+def test_label_note_says_why_a_photo_is_not_labelled(workspace):
+    p = create_project("p")
+    a, b, c = (p.add_image(jpeg_bytes(synthetic_face(200, 100, seed=i))).id for i in range(3))
+    _with_person(p, a)
+    p.label_path(b).write_text("{broken")
+    p.set_boxes(c, [])
+    assert "1 other shape(s) but no face" in p.label_note(a)
+    assert "damaged" in p.label_note(b)
+    assert p.label_note(c) is None
+
+
+def test_written_labels_follow_labelmes_loader_rules(workspace):
+    """The checks labelme's LabelFile.load makes, on a label FaceTrack rewrote."""
+    p = create_project("p")
+    a = p.add_image(jpeg_bytes(synthetic_face(200, 100))).id
+    _with_person(p, a, (Box(0.1, 0.1, 0.3, 0.5),))
+    p.set_boxes(a, [Box(0.1, 0.1, 0.3, 0.5), Box(0.5, 0.2, 0.7, 0.6)])
+    for boxes in ([Box(0.1, 0.1, 0.3, 0.5)], []):
+        p.set_boxes(a, boxes)
+        doc = json.loads(p.label_path(a).read_text(encoding="utf-8"))
+        assert doc["imageData"] is None and isinstance(doc["imagePath"], str)
+        assert (p.label_path(a).parent / doc["imagePath"]).resolve() == p.image_path(a).resolve()
+        assert (doc["imageWidth"], doc["imageHeight"]) == (200, 100)
+        assert all(isinstance(k, str) and isinstance(v, bool) for k, v in doc["flags"].items())
+        for shape in doc["shapes"]:
+            assert isinstance(shape["label"], str) and isinstance(shape["shape_type"], str)
+            assert shape["points"] and all(
+                isinstance(pt, list) and len(pt) == 2 and all(isinstance(v, (int, float)) for v in pt)
+                for pt in shape["points"]
+            )
+            assert all(
+                isinstance(k, str) and isinstance(v, bool) for k, v in (shape.get("flags") or {}).items()
+            )
+            assert shape.get("group_id") is None or isinstance(shape["group_id"], int)
+            assert shape.get("description") is None or isinstance(shape["description"], str)
+            assert shape.get("mask") is None
