@@ -7,7 +7,12 @@ pixel corners in any order, possibly outside the image: :func:`Box.from_pixels`
 sorts and clips them on load.
 
 A labelme file with no shapes means "no face"; no label file means "not
-labelled yet". Files written here open unchanged in the labelme desktop app.
+labelled yet". A file whose only shapes are not faces (people, cars) is "not
+labelled yet" too, unless its labelme flag ``no_face`` is set. Files written
+here open unchanged in the labelme desktop app, and keep every shape, flag and
+key FaceTrack does not use (labelme's own ``other_data`` habit). Reading is
+bounded: :data:`MAX_LABEL_BYTES`, :data:`MAX_SHAPES`, :data:`MAX_DEPTH`; a bad
+file raises :class:`LabelError`, never another exception.
 """
 
 from __future__ import annotations
