@@ -38,7 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facetrack.data import SPLITS, Sample
+from facetrack.data import AUGMENTED_SETTINGS_FILE, SPLITS, marker_ok, sample_counts
 from facetrack.fileio import atomic_write_json, read_json, write_disposable
 from facetrack.images import encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
@@ -311,7 +311,7 @@ def generate(
     """
     out = project.augmented_dir
     key = settings.key()
-    settings_path = out / "settings.json"
+    settings_path = out / AUGMENTED_SETTINGS_FILE
     try:
         old_key = read_json(settings_path).get("key")
     except (FileNotFoundError, ValueError, AttributeError):
@@ -328,7 +328,7 @@ def generate(
         if boxes is None:
             continue
         marker = out / side / f"{image_id}.json"
-        if _marker_ok(marker, key):
+        if marker_ok(marker, key):
             skipped += 1
             continue
         box = boxes[0].to_list() if boxes else None
@@ -373,24 +373,13 @@ def generate(
                 if should_stop and should_stop() and not stopped:
                     stopped = True
                     queue.clear()
-    return GenerateReport(done=done, skipped=skipped, failed=failed, counts=counts(project), stopped=stopped)
-
-
-def _marker_ok(marker: Path, key: str) -> bool:
-    try:
-        doc = read_json(marker)
-    except (FileNotFoundError, ValueError):
-        return False
-    if doc.get("key") != key:
-        return False
-    for c in doc.get("copies", []):
-        try:
-            size = (marker.parent / c["file"]).stat().st_size
-        except OSError:
-            return False
-        if "bytes" in c and size != c["bytes"]:
-            return False
-    return True
+    return GenerateReport(
+        done=done,
+        skipped=skipped,
+        failed=failed,
+        counts=sample_counts(project.augmented_dir, split),
+        stopped=stopped,
+    )
 
 
 def _prune(out: Path, split: dict[str, str]) -> None:
@@ -403,59 +392,3 @@ def _prune(out: Path, split: dict[str, str]) -> None:
             image_id = path.stem.rsplit("_", 1)[0] if path.suffix == ".jpg" else path.stem
             if split.get(image_id) != side:
                 path.unlink(missing_ok=True)
-
-
-def load_samples(project: Any, side: str) -> list[Sample]:
-    """The generated samples of one split, for training and evaluation.
-
-    Only images still in the project and still on ``side`` of its split are
-    returned; the train side gives augmented copies, val/test one plain copy.
-    """
-    if side not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}")
-    folder = project.augmented_dir / side
-    if not folder.is_dir():
-        return []
-    split = project.split()
-    try:
-        key = read_json(project.augmented_dir / "settings.json").get("key")
-    except (FileNotFoundError, ValueError, AttributeError):
-        return []
-    samples = []
-    for marker in sorted(folder.glob("*.json")):
-        if split.get(marker.stem) != side:
-            continue
-        try:
-            doc = read_json(marker)
-        except ValueError:
-            continue
-        if doc.get("key") != key:
-            continue
-        for c in doc.get("copies", []):
-            path = folder / c["file"]
-            if path.exists():
-                box = Box.from_normalized(c["box"]) if c.get("box") else None
-                samples.append(Sample(path=path, box=box, source_id=marker.stem))
-    return samples
-
-
-def counts(project: Any) -> dict[str, int]:
-    """Number of generated samples per split, and faces among them."""
-    result = {}
-    for side in SPLITS:
-        samples = load_samples(project, side)
-        result[side] = len(samples)
-        result[f"{side}_faces"] = sum(s.has_face for s in samples)
-    return result
-
-
-def is_stale(project: Any) -> bool:
-    """True when labelled photos are not yet in the generated set (it needs a Generate)."""
-    try:
-        key = read_json(project.augmented_dir / "settings.json").get("key")
-    except (FileNotFoundError, ValueError, AttributeError):
-        return True
-    for image_id, side in project.split().items():
-        if not _marker_ok(project.augmented_dir / side / f"{image_id}.json", key):
-            return True
-    return False

@@ -20,7 +20,6 @@ updates it.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -31,8 +30,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facetrack.export import KERAS_FILE, TFLITE_FILE, model_input_size, named_outputs
+from facetrack.export import model_input_size, named_outputs
 from facetrack.labels import FACE_LABEL, Box, iou
+from facetrack.runs import KERAS_FILE, TFLITE_FILE, RunError, check_input_size
 
 BACKENDS = ("auto", "litert", "keras")
 RESIZE_MODES = ("fast", "area", "linear")
@@ -238,18 +238,6 @@ def _load_keras_model(path: Path) -> Any:
         raise DetectorError(str(exc)) from exc
 
 
-def _settings_input_size(path: Path) -> int | None:
-    """``input_size`` from a run's settings.json (top level or under ``"settings"``)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        for d in (doc, doc.get("settings")):
-            if isinstance(d, dict) and d.get("input_size") is not None:
-                return int(d["input_size"])
-    except (OSError, ValueError, TypeError, AttributeError):
-        pass
-    return None
-
-
 class Detector:
     """A face detector for live frames: one face (or none) per frame.
 
@@ -352,13 +340,10 @@ class Detector:
             det = cls.from_keras_model(_load_keras_model(keras_path), threshold, resize)
             det.source = keras_path
             det.fallback_reason = fallback_reason
-        settings = run_dir / "settings.json"
-        if settings.is_file():
-            expected = _settings_input_size(settings)
-            if expected is not None and int(expected) != det.input_size:
-                raise DetectorError(
-                    f"run {run_dir.name}: settings.json says input_size {expected}, the model takes {det.input_size}"
-                )
+        try:
+            check_input_size(run_dir, det.input_size)
+        except RunError as exc:
+            raise DetectorError(str(exc)) from exc
         return det
 
     def preprocess(self, frame: np.ndarray, color: str = "bgr") -> np.ndarray:

@@ -23,8 +23,6 @@ with no predicted face) is ``None`` and ``notes`` says why.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,37 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from facetrack.data import Sample
-from facetrack.fileio import atomic_write_json
+from facetrack.data import DEFAULT_BATCH_SIZE, Sample, image_dataset
 
-DEFAULT_BATCH_SIZE = 32
-
-
-# --------------------------------------------------------------------------- image loading
-
-
-def image_dataset(samples: Sequence[Sample], input_size: int, batch_size: int = DEFAULT_BATCH_SIZE):
-    """A streaming ``tf.data.Dataset`` of the images of ``samples``, in order.
-
-    Each image file (JPEG/PNG of any size) is decoded and resized to
-    ``input_size`` x ``input_size`` (plain resize, aspect ignored, as the live
-    detector does) as float32 RGB 0..255: batches ``(B, S, S, 3)``. Training
-    reads the same resize from its caches (:mod:`facetrack.train`).
-    """
-    import tensorflow as tf
-
-    size = int(input_size)
-
-    def load(path):
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        img = tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
-        img = tf.clip_by_value(img, 0.0, 255.0)
-        img.set_shape((size, size, 3))
-        return img
-
-    ds = tf.data.Dataset.from_tensor_slices([str(s.path) for s in samples])
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+# --------------------------------------------------------------------------- prediction
 
 
 def predict_samples(
@@ -78,10 +48,10 @@ def predict_samples(
         return np.zeros((0,), np.float32), np.zeros((0, 4), np.float32)
     ds = image_dataset(samples, input_size, batch_size)
     out = model.predict(ds, verbose=0)
-    return _unpack_predictions(out)
+    return unpack_predictions(out)
 
 
-def _unpack_predictions(out: Any) -> tuple[np.ndarray, np.ndarray]:
+def unpack_predictions(out: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(out, dict):
         scores, boxes = out["class"], out["bbox"]
     else:
@@ -283,26 +253,22 @@ def evaluate_run(
     threshold: float = 0.5,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Metrics:
-    """Evaluate ``run_dir/model.keras`` on ``test_samples``.
+    """Evaluate a run's Keras model on ``test_samples``.
 
-    Writes ``run_dir/metrics.json`` (numbers, threshold, time) and
-    ``run_dir/per_image.json`` (worst first), both atomically.
+    Writes the run's metrics (numbers, threshold, time) and per-image results
+    (worst first) with :func:`facetrack.runs.write_metrics`. Raises
+    :class:`facetrack.runs.RunError` when the run's settings contradict its model's input size.
     """
     from facetrack.model import load_model
+    from facetrack.runs import KERAS_FILE, check_input_size, write_metrics
 
     run_dir = Path(run_dir)
-    model = load_model(run_dir / "model.keras")
-    input_size = int(model.input_shape[1])
-    settings_path = run_dir / "settings.json"
-    if settings_path.is_file():
-        with contextlib.suppress(KeyError, ValueError, TypeError, json.JSONDecodeError):
-            input_size = int(json.loads(settings_path.read_text())["settings"]["input_size"])
+    model = load_model(run_dir / KERAS_FILE)
+    input_size = check_input_size(run_dir, int(model.input_shape[1]))
     t0 = time.time()
     metrics = evaluate(model, test_samples, input_size, threshold, batch_size)
     doc = metrics.to_dict()
     doc["seconds"] = round(time.time() - t0, 3)
     doc["evaluated"] = time.time()
-    doc["model"] = "model.keras"
-    atomic_write_json(run_dir / "metrics.json", doc)
-    atomic_write_json(run_dir / "per_image.json", metrics.per_image_dicts(worst_first=True))
+    write_metrics(run_dir, doc, metrics.per_image_dicts(worst_first=True))
     return metrics

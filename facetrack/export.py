@@ -31,11 +31,10 @@ from typing import Any
 import numpy as np
 
 from facetrack.fileio import atomic_write_bytes
+from facetrack.runs import KERAS_FILE, TFLITE_FILE
 
 QUANTIZE_MODES = ("none", "dynamic", "int8")
 EXPORT_FORMATS = ("keras", "tflite")
-KERAS_FILE = "model.keras"
-TFLITE_FILE = "model.tflite"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("class", "bbox")
 
