@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facetrack.evaluate import is_face
 from facetrack.export import model_input_size, named_outputs
 from facetrack.labels import FACE_LABEL, Box, iou
 from facetrack.runs import KERAS_FILE, TFLITE_FILE, RunError, check_input_size
@@ -368,7 +369,7 @@ class Detector:
         cached for several browser sessions keeps one shared default).
         """
         score, box = self.predict_raw(frame, color)
-        if score < (self._threshold if threshold is None else threshold):
+        if not is_face(score, self._threshold if threshold is None else threshold):
             return []
         h, w = np.asarray(frame).shape[:2]
         return [Detection.from_box(score, box, w, h)]
@@ -388,6 +389,46 @@ def _paint(c: tuple[int, int, int], frame: np.ndarray, color: str) -> tuple[int,
         return int(round(0.114 * c[0] + 0.587 * c[1] + 0.299 * c[2]))
     bgr = c if color == "bgr" else (c[2], c[1], c[0])
     return (*bgr, 255) if frame.shape[2] == 4 else bgr
+
+
+def _font(side: int) -> tuple[float, int]:
+    """Font scale and thickness for a frame whose shorter side is ``side`` pixels."""
+    return max(0.3, side / 900), max(1, round(side / 480))
+
+
+def draw_box(
+    frame: np.ndarray,
+    corners: Sequence[float],
+    rgb: tuple[int, int, int],
+    label: str = "",
+    color: str = "bgr",
+    thickness: int | None = None,
+) -> np.ndarray:
+    """Draw one box (pixel ``corners`` ``x1, y1, x2, y2``) in ``rgb``, with ``label`` on a filled tag, IN PLACE.
+
+    The one box drawer (live frames, photos in pages). ``color``: channel order
+    of ``frame``; the label sits above the box, else inside it.
+    """
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    thick = thickness or max(1, round(side / 240))
+    box_c = _paint((rgb[2], rgb[1], rgb[0]), frame, color)
+    x1, y1 = min(int(round(corners[0])), w - 1), min(int(round(corners[1])), h - 1)
+    x2, y2 = max(min(int(round(corners[2])), w - 1), x1), max(min(int(round(corners[3])), h - 1), y1)
+    cv2.rectangle(frame, (x1, y1), (x2, y2), box_c, thick, cv2.LINE_8)
+    if label:
+        font_scale, font_thick = _font(side)
+        (tw, th), base = cv2.getTextSize(label, _FONT, font_scale, font_thick)
+        pad = max(1, thick)
+        lh = th + base + 2 * pad
+        top = y1 - lh if y1 - lh >= 0 else y1  # above the box, else inside it
+        left = min(x1, max(0, w - tw - 2 * pad))
+        cv2.rectangle(frame, (left, top), (left + tw + 2 * pad, top + lh), box_c, -1)
+        text_c = _paint(_TEXT_BGR, frame, color)
+        cv2.putText(
+            frame, label, (left + pad, top + pad + th), _FONT, font_scale, text_c, font_thick, cv2.LINE_AA
+        )
+    return frame
 
 
 def draw_detections(
@@ -413,26 +454,12 @@ def draw_detections(
         return frame
     side = min(h, w)
     thick = max(1, round(side / 240))
-    font_scale = max(0.3, side / 900)
-    font_thick = max(1, round(side / 480))
-    box_c = _paint(_BOX_BGR, frame, color)
-    text_c = _paint(_TEXT_BGR, frame, color)
+    font_scale, font_thick = _font(side)
+    box_rgb = (_BOX_BGR[2], _BOX_BGR[1], _BOX_BGR[0])
     for d in detections:
         if d.frame_size != (w, h):
             d = Detection.from_box(d.score, d.box, w, h)
-        x1, y1 = min(d.x1, w - 1), min(d.y1, h - 1)
-        x2, y2 = max(min(d.x2, w - 1), x1), max(min(d.y2, h - 1), y1)
-        cv2.rectangle(frame, (x1, y1), (x2, y2), box_c, thick, cv2.LINE_8)
-        text = f"{d.label} {d.score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, font_thick)
-        pad = max(1, thick)
-        lh = th + base + 2 * pad
-        top = y1 - lh if y1 - lh >= 0 else y1  # above the box, else inside it
-        left = min(x1, max(0, w - tw - 2 * pad))
-        cv2.rectangle(frame, (left, top), (left + tw + 2 * pad, top + lh), box_c, -1)
-        cv2.putText(
-            frame, text, (left + pad, top + pad + th), _FONT, font_scale, text_c, font_thick, cv2.LINE_AA
-        )
+        draw_box(frame, (d.x1, d.y1, d.x2, d.y2), box_rgb, f"{d.label} {d.score:.2f}", color, thick)
     if fps is not None and math.isfinite(fps):
         text = f"FPS {fps:.1f}"
         (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, font_thick)

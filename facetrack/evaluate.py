@@ -150,6 +150,11 @@ def average_precision(scores: np.ndarray, is_tp: np.ndarray, n_positives: int) -
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
+def is_face(score: Any, threshold: float) -> Any:
+    """The one rule from a presence score to a detection: ``score >= threshold`` (works on arrays too)."""
+    return score >= threshold
+
+
 def compute_metrics(
     samples: Sequence[Sample], scores: np.ndarray, boxes: np.ndarray, threshold: float = 0.5
 ) -> Metrics:
@@ -165,7 +170,7 @@ def compute_metrics(
         return m
     has = np.array([s.box is not None for s in samples], bool)
     true = np.array([s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float64)
-    pred = scores >= threshold
+    pred = is_face(scores, threshold)
     ious = box_iou(true, boxes)
     m.n_faces = int(has.sum())
     m.n_no_face = int(n - has.sum())
@@ -224,7 +229,7 @@ def validation_score(
         return 0.0
     has = np.array([s.box is not None for s in samples], bool)
     true = np.array([s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float64)
-    pred = np.asarray(scores).reshape(-1) >= threshold
+    pred = is_face(np.asarray(scores).reshape(-1), threshold)
     ious = box_iou(true, boxes)
     per = np.where(has, pred * ious, (~pred).astype(np.float64))
     return float(per.mean())
@@ -272,3 +277,44 @@ def evaluate_run(
     doc["evaluated"] = time.time()
     write_metrics(run_dir, doc, metrics.per_image_dicts(worst_first=True))
     return metrics
+
+
+# --------------------------------------------------------------------------- against a reference detector
+
+
+@dataclass
+class ReferenceResult:
+    """What a reference detector (MTCNN) found on one test photo, against its true box."""
+
+    box: Any = None  # facetrack.labels.Box of its best face, or None (no face)
+    score: float | None = None
+    iou: float | None = None  # with the true box; 0.0 when it missed a face; None for a no-face photo
+
+    @property
+    def found(self) -> bool:
+        return self.box is not None
+
+
+def reference_result(true_box: Any, suggestions: Sequence[Any]) -> ReferenceResult:
+    """Score a reference detector's ``suggestions`` (``.box``, ``.score``) on one photo with ``true_box``.
+
+    Its best-scored box is its answer; the IoU is against ``true_box`` (None
+    when the photo has no face; 0.0 when it has one and nothing was found).
+    """
+    best = max(suggestions, key=lambda s: float(s.score), default=None)
+    if best is None:
+        return ReferenceResult(iou=0.0 if true_box is not None else None)
+    overlap = None
+    if true_box is not None:
+        overlap = float(box_iou(np.array([true_box.to_list()]), np.array([best.box.to_list()]))[0])
+    return ReferenceResult(best.box, float(best.score), overlap)
+
+
+def compare_with_reference(ours: Sequence[float], theirs: Sequence[float], margin: float = 0.02) -> str:
+    """Who wins on mean IoU over the same face photos: ``"model"``, ``"reference"`` or ``"tie"`` (within ``margin``)."""
+    a, b = float(np.mean(ours)), float(np.mean(theirs))
+    if a > b + margin:
+        return "model"
+    if b > a + margin:
+        return "reference"
+    return "tie"

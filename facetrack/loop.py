@@ -36,7 +36,7 @@ THRESHOLD = 0.5
 CHECKPOINT_EVERY_S = 10.0  # a VGG16 file is ~60 MB: checkpoint at most this often (the end always saves)
 # No time-left figure before this many timed batches and seconds (the first ones include tracing).
 ETA_MIN_BATCHES = 3
-ETA_MIN_SECONDS = 2.0
+ETA_MIN_SECONDS = 1.0
 
 
 def validation_losses(

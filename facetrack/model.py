@@ -229,10 +229,8 @@ BN_MOMENTUM = 0.9
 def _compact_parts(
     input_size: int,
     blocks: tuple[tuple[str, int, int, int], ...] | None = None,
-    fine_grid: bool = True,
 ) -> tuple[keras.Model, keras.Model]:
     blocks = COMPACT_BLOCKS if blocks is None else blocks
-    fine = fine_grid
     inp = keras.Input((input_size, input_size, 3), name="image", dtype="float32")
     x = Preprocess("scale", name="preprocess")(inp)
     skip = None
@@ -245,7 +243,7 @@ def _compact_parts(
         else:
             x = _sep_bn(x, filters, strides=stride, dilation=dilation, name=f"s{i}")
     w4 = blocks[-1][1]
-    if fine and skip is not None:
+    if skip is not None:
         # Top-down: the deep map, resized up to the finer grid, plus the finer map itself,
         # so small faces get cells of their own size.
         h, w = int(skip.shape[1]), int(skip.shape[2])

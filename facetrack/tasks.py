@@ -77,6 +77,11 @@ class FileCallbacks(TrainCallbacks):
 # -- training -----------------------------------------------------------------------
 
 
+def load_samples(project: Project, side: str) -> list[Any]:
+    """The generated samples of one side, assigning the split first (for training code, never for views)."""
+    return list_samples(project.augmented_dir, side, project.split())
+
+
 @dataclass
 class TrainOutcome:
     """What :func:`train_project` did: the training's result and the test-split metrics (or None)."""
@@ -95,7 +100,7 @@ def train_project(
     from facetrack.train import train
 
     split = project.split()
-    train_samples = list_samples(project.augmented_dir, "train", split)
+    train_samples = list_samples(project.augmented_dir, "train", split)  # the only place training assigns it
     if not train_samples:
         raise ValueError("no training set: label photos, then generate the training set (augment)")
     val_samples = list_samples(project.augmented_dir, "val", split)

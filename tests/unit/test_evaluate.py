@@ -141,3 +141,9 @@ def test_predict_and_evaluate_run(tmp_path):
     assert len(per) == 5 and per[0]["badness"] >= per[-1]["badness"]
     assert m.mean_iou == pytest.approx(direct.mean_iou, abs=1e-5)
     assert predict_samples(model, [], 32)[0].shape == (0,)
+    # one rule for a run's input size (as Detector.from_run): settings.json may not contradict the model
+    from facetrack.runs import RunError
+
+    (run / "settings.json").write_text(json.dumps({"settings": {"input_size": 64}}))
+    with pytest.raises(RunError, match="input_size 64"):
+        evaluate_run(run, samples)
