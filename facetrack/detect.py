@@ -32,7 +32,7 @@ import numpy as np
 
 from facetrack.evaluate import is_face
 from facetrack.export import model_input_size, named_outputs
-from facetrack.labels import FACE_LABEL, Box, iou
+from facetrack.labels import FACE_LABEL, Box
 from facetrack.runs import KERAS_FILE, TFLITE_FILE, RunError, check_input_size
 
 BACKENDS = ("auto", "litert", "keras")
@@ -107,6 +107,34 @@ def _as_uint8(frame: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(frame), 0, 255).astype(np.uint8)
 
 
+def _checked_frame(frame: np.ndarray) -> np.ndarray:
+    """``frame`` as a C-contiguous uint8 ``(H, W)`` or ``(H, W, 3|4)`` array; ValueError otherwise."""
+    frame = _as_uint8(frame)
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
+        raise ValueError(f"frame must be (H, W), (H, W, 3) or (H, W, 4), got shape {frame.shape}")
+    h, w = frame.shape[:2]
+    if h < 1 or w < 1:
+        raise ValueError(f"frame is empty: shape {frame.shape}")
+    return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
+
+
+def _resize_frame(frame: np.ndarray, size: int, resize: str) -> np.ndarray:
+    """``frame`` resized to ``size`` x ``size`` the ``resize`` way (see :func:`frame_to_rgb_input`)."""
+    h, w = frame.shape[:2]
+    if (w, h) == (size, size):
+        return frame
+    if resize == "linear" or (w <= 2 * size and h <= 2 * size and resize == "fast"):
+        interp = cv2.INTER_AREA if (resize != "linear" and w >= size and h >= size) else cv2.INTER_LINEAR
+        return cv2.resize(frame, (size, size), interpolation=interp)
+    if resize == "area":
+        return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    # fast: bilinear to 2S (few taps), then an exact 2:1 area average
+    mid = cv2.resize(frame, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(mid, (size, size), interpolation=cv2.INTER_AREA)
+
+
 def frame_to_rgb_input(
     frame: np.ndarray,
     size: int,
@@ -129,26 +157,7 @@ def frame_to_rgb_input(
         raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
-    frame = _as_uint8(frame)
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
-    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
-        raise ValueError(f"frame must be (H, W), (H, W, 3) or (H, W, 4), got shape {frame.shape}")
-    h, w = frame.shape[:2]
-    if h < 1 or w < 1:
-        raise ValueError(f"frame is empty: shape {frame.shape}")
-    if not frame.flags.c_contiguous:
-        frame = np.ascontiguousarray(frame)
-    if (w, h) == (size, size):
-        small = frame
-    elif resize == "linear" or (w <= 2 * size and h <= 2 * size and resize == "fast"):
-        interp = cv2.INTER_AREA if (resize != "linear" and w >= size and h >= size) else cv2.INTER_LINEAR
-        small = cv2.resize(frame, (size, size), interpolation=interp)
-    elif resize == "area":
-        small = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-    else:  # fast: bilinear to 2S (few taps), then an exact 2:1 area average
-        mid = cv2.resize(frame, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
-        small = cv2.resize(mid, (size, size), interpolation=cv2.INTER_AREA)
+    small = _resize_frame(_checked_frame(frame), size, resize)
     if out is None:
         out = np.empty((1, size, size, 3), np.float32)
     if small.ndim == 2:
@@ -478,60 +487,3 @@ def draw_detections(
             cv2.LINE_AA,
         )
     return frame
-
-
-# -- temporal smoothing ------------------------------------------------------
-
-
-class BoxSmoother:
-    """Exponential moving average of the face box and score across frames.
-
-    ``alpha`` (``0 < alpha <= 1``): weight of the new frame (1 = no
-    smoothing). A new box whose IoU with the smoothed one is below
-    ``reset_iou`` (the face jumped, or another face) replaces it outright.
-    When no face is detected, the last smoothed box is still shown for
-    ``hold`` frames (hides one-frame dropouts); after ``max_missing``
-    consecutive empty frames the state resets. Boxes are smoothed in
-    normalized coordinates, so the frame size may change. Thread-safe.
-    """
-
-    def __init__(
-        self, alpha: float = 0.5, reset_iou: float = 0.3, max_missing: int = 3, hold: int = 1
-    ) -> None:
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        self.alpha = float(alpha)
-        self.reset_iou = float(reset_iou)
-        self.max_missing = int(max_missing)
-        self.hold = int(hold)
-        self._lock = threading.Lock()
-        self._state: np.ndarray | None = None  # [x1, y1, x2, y2, score]
-        self._last: Detection | None = None
-        self._missing = 0
-
-    def reset(self) -> None:
-        """Forget the tracked face."""
-        with self._lock:
-            self._state, self._last, self._missing = None, None, 0
-
-    def update(self, detections: Sequence[Detection]) -> list[Detection]:
-        """Smooth this frame's detections (0 or 1, the best is used) and return 0 or 1."""
-        with self._lock:
-            if not detections:
-                self._missing += 1
-                if self._missing >= self.max_missing:
-                    self._state, self._last = None, None
-                if self._last is not None and self._missing <= self.hold:
-                    return [self._last]
-                return []
-            d = max(detections, key=lambda det: det.score)
-            new = np.array([*d.box.to_list(), d.score], dtype=np.float64)
-            if self._state is None or iou(self._state[:4], new[:4]) < self.reset_iou:
-                self._state = new
-            else:
-                self._state = self.alpha * new + (1.0 - self.alpha) * self._state
-            self._missing = 0
-            w, h = d.frame_size
-            out = Detection.from_box(float(self._state[4]), to_box(self._state[:4]), w, h)
-            self._last = out
-            return [out]

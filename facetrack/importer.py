@@ -150,7 +150,7 @@ def _zip_entries(data: bytes, name: str, report: ImportReport) -> list[_Entry]:
     return entries
 
 
-def _import_entries(project: Project, entries: list[_Entry], progress: Progress | None) -> ImportReport:
+def _import_entries(project: Project, entries: list[_Entry], progress: Progress | None) -> ImportReport:  # noqa: C901 - split in the importer work (issue 9 report)
     report = ImportReport()
     images = [e for e in entries if e.suffix in IMAGE_EXTENSIONS]
     jsons = [e for e in entries if e.suffix == ".json"]

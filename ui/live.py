@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from facetrack.detect import BoxSmoother, Detection, draw_detections
+from facetrack.detect import Detection, draw_detections
+from facetrack.smoothing import BoxSmoother
 
 FPS_WINDOW = 30  # frames the FPS is measured over
 STREAM_GAP = 2.0  # seconds without frames after which a new stream starts (fresh smoother)
