@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -42,6 +43,8 @@ from facetrack.data import AUGMENTED_SETTINGS_FILE, SPLITS, marker_ok, sample_co
 from facetrack.fileio import atomic_write_json, read_json, write_disposable
 from facetrack.images import encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
+
+log = logging.getLogger(__name__)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -287,6 +290,7 @@ def _task(
         )
         return image_id, None
     except Exception as exc:  # reported per image; the rest proceeds
+        log.warning("augmenting %s failed: %s: %s", image_id, type(exc).__name__, exc)
         return image_id, f"{type(exc).__name__}: {exc}"
 
 

@@ -19,6 +19,7 @@ This module imports TensorFlow only inside the functions that build
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ import numpy as np
 from facetrack.fileio import read_json
 from facetrack.labels import Box
 from facetrack.runs import SETTINGS_FILE
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 DEFAULT_BATCH_SIZE = 32

@@ -20,6 +20,7 @@ updates it.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ from facetrack.evaluate import is_face
 from facetrack.export import model_input_size, named_outputs
 from facetrack.labels import FACE_LABEL, Box
 from facetrack.runs import KERAS_FILE, TFLITE_FILE, RunError, check_input_size
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "litert", "keras")
 RESIZE_MODES = ("fast", "area", "linear")

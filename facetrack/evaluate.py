@@ -23,6 +23,7 @@ with no predicted face) is ``None`` and ``notes`` says why.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from facetrack.data import DEFAULT_BATCH_SIZE, Sample, image_dataset
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- prediction
 

@@ -22,6 +22,7 @@ integer quantization calibrated on ``representative_images``, about 11 ms.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,8 @@ import numpy as np
 
 from facetrack.fileio import atomic_write_bytes
 from facetrack.runs import KERAS_FILE, TFLITE_FILE
+
+log = logging.getLogger(__name__)
 
 QUANTIZE_MODES = ("none", "dynamic", "int8")
 EXPORT_FORMATS = ("keras", "tflite")

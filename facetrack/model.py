@@ -35,6 +35,7 @@ binary cross-entropy for ``class``; :class:`LocalizationLoss` for ``bbox``.
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -54,6 +55,8 @@ from facetrack.layers import (
     SortCorners,
 )
 from facetrack.weights import VGG16_NOTOP_FILE, VGG16_NOTOP_MD5, VGG16_NOTOP_URL, keras_models_dir
+
+log = logging.getLogger(__name__)
 
 BACKBONES = ("vgg16", "compact")
 DEFAULT_INPUT_SIZE = 120
@@ -395,5 +398,5 @@ def _output_names(model: keras.Model) -> list[str]:
         return list(out.keys())
     try:
         return list(model.output_names)
-    except Exception:  # noqa: BLE001
+    except (AttributeError, TypeError, ValueError):
         return []
