@@ -161,7 +161,7 @@ def _train_settings(args: argparse.Namespace) -> Any:
         raise CliError(str(exc)) from exc
 
 
-def _terminal_callbacks(run_dir: Path, quiet: bool) -> Any:
+def _terminal_callbacks(quiet: bool) -> Any:
     from facetrack.tasks import FileCallbacks
     from facetrack.train import BatchProgress, EpochRecord
 
@@ -192,12 +192,12 @@ def _terminal_callbacks(run_dir: Path, quiet: bool) -> Any:
                     file=sys.stderr,
                 )
 
-    return Terminal(run_dir)
+    return Terminal
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from facetrack.model import WeightsUnavailable
-    from facetrack.runs import active_training, new_run_dir, write_active_training
+    from facetrack.runs import active_training
     from facetrack.tasks import train_project
 
     project = _project(args.project)
@@ -205,11 +205,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if running is not None:
         raise CliError(f"a training is already running in this project ({running.name})")
     settings = _train_settings(args)
-    run_dir = new_run_dir(project.runs_dir, settings.name.strip() or settings.backbone)
     try:
-        run_dir.mkdir(parents=True)
-        write_active_training(project.path, os.getpid(), run_dir)
-        outcome = train_project(project, settings, run_dir, _terminal_callbacks(run_dir, args.quiet))
+        outcome = train_project(project, settings, callbacks=_terminal_callbacks(args.quiet))
     except (WeightsUnavailable, ValueError) as exc:
         raise CliError(str(exc)) from exc
     if outcome.metrics is not None:
@@ -220,7 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     result = outcome.result
     print(
-        f"{result.state}: best epoch {result.best_epoch}, validation score {_num(result.best_val_score)}; run {run_dir}"
+        f"{result.state}: best epoch {result.best_epoch}, validation score {_num(result.best_val_score)}; "
+        f"run {result.run_dir}"
     )
     return 0
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from facetrack.data import list_samples
 from facetrack.fileio import atomic_write_json, read_json
-from facetrack.runs import has_model, stop_requested, write_progress
+from facetrack.runs import has_model, new_run_dir, stop_requested, write_active_training, write_progress
 from facetrack.train import BatchProgress, EpochRecord, TrainCallbacks, TrainResult, TrainSettings
 from facetrack.workspace import Project
 
@@ -91,25 +92,35 @@ class TrainOutcome:
 
 
 def train_project(
-    project: Project, settings: TrainSettings, run_dir: Path, callbacks: TrainCallbacks | None = None
+    project: Project,
+    settings: TrainSettings,
+    run_dir: Path | None = None,
+    callbacks: Callable[[Path], TrainCallbacks] = FileCallbacks,
 ) -> TrainOutcome:
-    """Assign the split, train ``run_dir`` on the generated set and evaluate it on the test side.
+    """Assign the split, train on the generated set and evaluate the best model on the test side.
 
-    Raises ``ValueError`` when there is no training set.
+    ``run_dir``: the run folder (the app's job made it); None: a new one is
+    made and named in the project's ``training.json`` as this process's.
+    ``callbacks(run_dir)`` makes the training's callbacks. Raises
+    ``ValueError`` when there is no training set, before any folder is made.
     """
     from facetrack.train import train
 
-    split = project.split()
-    train_samples = list_samples(project.augmented_dir, "train", split)  # the only place training assigns it
+    split = project.split()  # with generation, the only place the split is assigned
+    train_samples = list_samples(project.augmented_dir, "train", split)
     if not train_samples:
         raise ValueError("no training set: label photos, then generate the training set (augment)")
     val_samples = list_samples(project.augmented_dir, "val", split)
+    if run_dir is None:
+        run_dir = new_run_dir(project.runs_dir, settings.name.strip() or settings.backbone)
+        run_dir.mkdir(parents=True)
+        write_active_training(project.path, os.getpid(), run_dir)
     result = train(
         train_samples,
         val_samples,
         settings,
         run_dir,
-        callbacks or FileCallbacks(run_dir),
+        callbacks(run_dir),
         cache_dir=project.cache_dir / "features",
     )
     test_samples = list_samples(project.augmented_dir, "test", split)

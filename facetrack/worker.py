@@ -31,7 +31,7 @@ def run_train(run_dir: Path) -> int:
     from facetrack.workspace import Project
 
     settings = TrainSettings.from_dict(read_request(run_dir))
-    outcome = train_project(Project(project_of(run_dir)), settings, run_dir, FileCallbacks(run_dir))
+    outcome = train_project(Project(project_of(run_dir)), settings, run_dir, FileCallbacks)
     log.info("%s: %s", run_dir.name, outcome.result.state)
     return 0
 

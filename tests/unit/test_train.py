@@ -286,8 +286,9 @@ def test_mirrored_strategy_on_two_cpu_devices(tmp_path, data):
         from pathlib import Path
         from facetrack.data import Sample
         from facetrack.labels import Box
-        from facetrack.train import TrainSettings, train, _make_strategy
-        assert _make_strategy("mirrored").num_replicas_in_sync == 2
+        from facetrack.train import TrainSettings, train
+        from facetrack.trainer import make_strategy
+        assert make_strategy("mirrored").num_replicas_in_sync == 2
         d = json.loads(Path({str(listing)!r}).read_text())
         mk = lambda rows: [Sample(Path(p), Box(*b) if b else None) for p, b in rows]
         s = TrainSettings(backbone="compact", weights="none", input_size=32, export_tflite=False, epochs=1, batch_size=16, strategy="mirrored")
@@ -336,12 +337,12 @@ def test_pixel_cache_is_the_evaluation_resize_and_is_reused(tmp_path, data):
 
 
 def test_interrupted_pixel_cache_leaves_nothing(tmp_path, data):
-    from facetrack.train import _Stopped
+    from facetrack.cache import StopRequested
 
     tr, _ = data
     cache = tmp_path / "cache"
     rec = Recorder(stop_after=0)  # asks to stop at the first check
-    with pytest.raises(_Stopped):
+    with pytest.raises(StopRequested):
         cached_pixels(tr[:20], 32, cache, rec, batch_size=8)
     assert not list(cache.rglob("*.npy")) and not list(cache.rglob("done.json"))
 
