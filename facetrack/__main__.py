@@ -435,8 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
     )
     if not args.verbose:
-        # Before TensorFlow loads: its C++ log lines (CUDA probes on a CPU machine) stay off the terminal.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # Before TensorFlow loads: its C++ log lines (e.g. "failed call to cuInit" on a machine without
+        # a GPU, logged as an error) stay off the terminal. --verbose shows them.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         if args.command in ("train", "evaluate", "detect", "export") and not args.verbose:

@@ -251,6 +251,13 @@ def _load_keras_model(path: Path) -> Any:
         raise DetectorError(str(exc)) from exc
 
 
+def detections_from(score: float, box: Box, width: int, height: int, threshold: float) -> list[Detection]:
+    """A model's answer on a ``width`` x ``height`` frame as detections: one face, or none below ``threshold``."""
+    if not is_face(score, threshold):
+        return []
+    return [Detection.from_box(score, box, width, height)]
+
+
 class Detector:
     """A face detector for live frames: one face (or none) per frame.
 
@@ -381,10 +388,8 @@ class Detector:
         cached for several browser sessions keeps one shared default).
         """
         score, box = self.predict_raw(frame, color)
-        if not is_face(score, self._threshold if threshold is None else threshold):
-            return []
         h, w = np.asarray(frame).shape[:2]
-        return [Detection.from_box(score, box, w, h)]
+        return detections_from(score, box, w, h, self._threshold if threshold is None else threshold)
 
 
 # -- drawing ---------------------------------------------------------------

@@ -11,7 +11,7 @@ import streamlit as st
 import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
 
 from facetrack import runs as run_files
-from facetrack.detect import Detection, Detector, DetectorError, draw_detections
+from facetrack.detect import Detector, DetectorError, detections_from, draw_detections
 from facetrack.images import ImageError, decode_image, encode_jpeg
 from ui.common import header, pick_run, require_project
 from ui.live import LiveProcessor
@@ -187,7 +187,7 @@ with photo_tab:
                 st.error(f"The detector failed on this photo: {exc}")
             else:
                 h, w = rgb.shape[:2]
-                found = [Detection.from_box(score, box, w, h)] if score >= threshold else []
+                found = detections_from(score, box, w, h, threshold)
                 drawn = draw_detections(np.array(rgb), found, color="rgb", copy=True)
                 st.image(encode_jpeg(drawn), caption=f"{w}×{h} photo")
                 if found:

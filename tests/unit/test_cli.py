@@ -15,7 +15,8 @@ from tests.conftest import REPO, jpeg_bytes, synthetic_face
 
 
 def run_cli(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FACETRACK_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as in a user's shell
+    env.update(FACETRACK_HOME=str(home), PYTHONPATH=str(REPO))
     proc = subprocess.run(
         [sys.executable, "-m", "facetrack", *args],
         capture_output=True,
