@@ -397,6 +397,22 @@ class Project:
                 atomic_write_json(path, new)
             return new
 
+    def stored_split(self) -> dict[str, str]:
+        """The split as ``split.json`` stores it (image id -> side), for views: reads only, assigns nothing.
+
+        Labelled photos not assigned yet are missing; :meth:`split` assigns them.
+        """
+        from facetrack.split import SPLITS
+
+        try:
+            current = read_json(self.path / "split.json")
+        except (FileNotFoundError, ValueError):
+            return {}
+        if not isinstance(current, dict):
+            return {}
+        alive = set(self.image_ids())
+        return {k: v for k, v in current.items() if v in SPLITS and k in alive}
+
     def _group_key(self, image_id: str) -> str:
         info = self.info(image_id)
         if info.burst:
@@ -422,8 +438,10 @@ class Project:
 
     def latest_run(self, with_model: bool = True) -> Path | None:
         """The newest run (with a saved model, unless ``with_model`` is False)."""
+        from facetrack.runs import has_model
+
         for run in self.runs():
-            if not with_model or (run / "model.keras").exists():
+            if not with_model or has_model(run):
                 return run
         return None
 
