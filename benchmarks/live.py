@@ -156,7 +156,7 @@ def row(name: str, times: list[float]) -> str:
 
 def test_split_faces(run_dir: Path) -> list[tuple[Path, Box]]:
     """(image, true box) of the face photos in the test split of the run's project, if any."""
-    from facetrack.augment import load_samples
+    from facetrack.tasks import load_samples
     from facetrack.workspace import open_project
 
     project_dir = Path(run_dir).resolve().parent.parent

@@ -48,10 +48,11 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from facetrack.augment import AugmentSettings, augment_image, generate, load_samples  # noqa: E402
+from facetrack.augment import AugmentSettings, augment_image, generate  # noqa: E402
 from facetrack.images import read_rgb  # noqa: E402
 from facetrack.importer import import_folder  # noqa: E402
 from facetrack.labels import read_labelme  # noqa: E402
+from facetrack.tasks import load_samples  # noqa: E402
 from facetrack.workspace import create_project  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "faces"

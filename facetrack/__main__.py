@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+from facetrack.progress import RateEstimate, format_time_left
+from facetrack.train import BACKBONES, CLI_BACKBONE, STRATEGIES
 
 
 class CliError(Exception):
@@ -27,50 +26,38 @@ class CliError(Exception):
 
 
 class Bar:
-    """A terminal progress bar on stderr (plain lines when stderr is not a terminal)."""
+    """A tqdm progress bar on stderr; no time-left figure until it means something."""
 
     def __init__(self, label: str, quiet: bool = False) -> None:
         self.label = label
         self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.start = time.time()
-        self._last = 0.0
-        self._last_pct = -1
+        self._bar: Any = None
+        self._estimate = RateEstimate()
 
     def update(self, done: float, total: float, extra: str = "", eta: float | None = None) -> None:
         if self.quiet or total <= 0:
             return
-        frac = min(max(done / total, 0.0), 1.0)
-        now = time.time()
-        if eta is None and 0 < frac < 1:
-            eta = (now - self.start) * (1 - frac) / frac
-        left = f" {_fmt_seconds(eta)} left" if eta is not None and frac < 1 else ""
-        if self.tty:
-            if now - self._last < 0.1 and frac < 1:
-                return
-            self._last = now
-            filled = int(frac * 30)
-            bar = "#" * filled + "-" * (30 - filled)
-            sys.stderr.write(f"\r{self.label} [{bar}] {frac * 100:5.1f}%{left} {extra}".ljust(100)[:140])
-            if frac >= 1:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-        else:
-            pct = int(frac * 10) * 10
-            if pct != self._last_pct:
-                self._last_pct = pct
-                print(f"{self.label}: {pct}%{left} {extra}".rstrip(), file=sys.stderr, flush=True)
+        from tqdm import tqdm
+
+        if self._bar is None or self._bar.total != total:
+            if self._bar is not None:
+                self._bar.close()
+            fmt = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {postfix}"
+            self._bar = tqdm(total=total, desc=self.label, bar_format=fmt, file=sys.stderr, leave=False)
+            self._estimate = RateEstimate()
+        if eta is None:
+            eta = self._estimate.update(int(done), int(total))
+        self._bar.n = done
+        left = format_time_left(eta) if done < total else ""
+        self._bar.set_postfix_str(" ".join(t for t in (extra, left) if t), refresh=False)
+        self._bar.refresh()
 
     def done(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         if not self.quiet:
             print(f"{self.label}: {message}", file=sys.stderr, flush=True)
-
-
-def _fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(round(s))
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def _project(arg: str, create: bool = False):  # noqa: ANN202
@@ -103,27 +90,27 @@ def cmd_import(args: argparse.Namespace) -> int:
         report = import_folder(project, src, progress=lambda d, t: bar.update(d, t))
     except ImportError_ as exc:
         raise CliError(str(exc)) from exc
-    for name, reason in report.skipped:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
-    for name, note in report.notes:
-        print(f"note {name}: {note}", file=sys.stderr)
-    print(f"{report.summary()} into {project.path}")
+    from facetrack.textsafe import terminal_safe
+
+    for line in report.lines():  # file names are data: control characters are written out
+        print(terminal_safe(line), file=sys.stderr)
+    print(f"{report.summary()} into {terminal_safe(str(project.path))}")
     if not report.added and report.skipped:
         raise CliError("nothing was imported")
     return 0
 
 
-def cmd_augment(args: argparse.Namespace) -> int:
-    from facetrack.augment import AugmentSettings, generate
-    from facetrack.fileio import read_json, write_status_json  # in place when the disk is full
+def _augment_settings(args: argparse.Namespace, project: Any) -> Any:
+    from facetrack.augment import AugmentSettings
+    from facetrack.data import AUGMENTED_SETTINGS_FILE
+    from facetrack.fileio import read_json
 
-    project = _project(args.project)
     doc: dict[str, Any] = {}
     if args.settings:
         doc = read_json(Path(args.settings))
     else:
         try:
-            doc = read_json(project.augmented_dir / "settings.json").get("settings", {})
+            doc = read_json(project.augmented_dir / AUGMENTED_SETTINGS_FILE).get("settings", {})
         except (FileNotFoundError, ValueError):
             doc = {}
     if args.copies is not None:
@@ -131,42 +118,22 @@ def cmd_augment(args: argparse.Namespace) -> int:
     if args.size is not None:
         doc["output_size"] = args.size
     try:
-        settings = AugmentSettings.from_dict(doc)
+        return AugmentSettings.from_dict(doc)
     except (TypeError, ValueError) as exc:
         raise CliError(f"augmentation settings: {exc}") from exc
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    from facetrack.tasks import generate_training_set
+
+    project = _project(args.project)
+    settings = _augment_settings(args, project)
     if not project.labelled_ids():
         raise CliError("no labelled photos in this project: label some photos first")
     bar = Bar("augment", args.quiet)
-    progress_file = Path(args.progress_file) if args.progress_file else None
-    stop_file = project.path / "augment-STOP"
-    started = time.time()
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done, total)
-        if progress_file:
-            write_status_json(
-                progress_file,
-                {"state": "running", "done": done, "total": total, "pid": os.getpid(), "started": started,
-                 "updated": time.time()},
-            )  # fmt: skip
-
-    try:
-        report = generate(
-            project, settings, progress=progress, should_stop=stop_file.exists, workers=args.workers
-        )
-    except Exception as exc:
-        if progress_file:
-            write_status_json(progress_file, {"state": "failed", "message": str(exc), "pid": os.getpid()})
-        raise
+    report = generate_training_set(project, settings, workers=args.workers, on_progress=bar.update)
     state = "stopped" if report.stopped else "finished"
-    if progress_file:
-        write_status_json(
-            progress_file,
-            {"state": state, "done": report.done + report.skipped, "total": report.done + report.skipped,
-             "counts": report.counts, "failed": report.failed[:50], "pid": os.getpid(), "updated": time.time(),
-             "seconds": round(time.time() - started, 1)},
-        )  # fmt: skip
-    stop_file.unlink(missing_ok=True)
+    bar.done(state)
     for image_id, reason in report.failed:
         print(f"failed {image_id}: {reason}", file=sys.stderr)
     c = report.counts
@@ -177,40 +144,28 @@ def cmd_augment(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from facetrack.augment import load_samples
-    from facetrack.cluster import worker_role
-    from facetrack.fileio import atomic_write_json, read_json
-    from facetrack.jobs import FileCallbacks, active_training, new_run_dir
-    from facetrack.model import WeightsUnavailable
-    from facetrack.train import BatchProgress, EpochRecord, train
+def _train_settings(args: argparse.Namespace) -> Any:
+    """The command line's TrainSettings: what was given, else the CLI's backbone and the library's defaults."""
+    from facetrack.train import TrainSettings
 
-    project = _project(args.project)
-    role = worker_role()
-    if not role.is_chief and (args.strategy or "") == "multiworker":
-        # Only the chief writes the run folder; this worker's copies go to a scratch folder.
-        with tempfile.TemporaryDirectory(prefix="facetrack-worker-") as scratch:
-            args.run_dir, args.quiet = None, True
-            return _train_worker(args, project, Path(scratch))
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-        request = run_dir / "request.json"
-        doc = read_json(request) if request.exists() else {}
-    else:
-        running = active_training(project)
-        if running is not None:
-            raise CliError(f"a training is already running in this project ({running.name})")
-        doc = {}
-    settings = _train_settings(args, doc)
-    train_samples = load_samples(project, "train")
-    val_samples = load_samples(project, "val")
-    if not train_samples:
-        raise CliError("no training set: label photos, then run: python -m facetrack augment --project ...")
-    if not args.run_dir:
-        run_dir = new_run_dir(project, settings)
-        run_dir.mkdir(parents=True)
-        atomic_write_json(project.path / "training.json", {"pid": os.getpid(), "run_dir": str(run_dir)})
-    bar = Bar("train", args.quiet)
+    keys = ("backbone", "weights", "epochs", "batch_size", "learning_rate", "input_size", "name", "strategy")
+    doc = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    if args.fine_tune:
+        doc["fine_tune"] = True
+    doc.setdefault("backbone", CLI_BACKBONE)
+    if doc["backbone"] == "compact":
+        doc.setdefault("weights", "none")
+    try:
+        return TrainSettings.from_dict(doc)
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _terminal_callbacks(quiet: bool) -> Any:
+    from facetrack.tasks import FileCallbacks
+    from facetrack.train import BatchProgress, EpochRecord
+
+    bar = Bar("train", quiet)
 
     class Terminal(FileCallbacks):
         def on_stage(self, name: str, done: int, total: int) -> None:
@@ -222,94 +177,50 @@ def cmd_train(args: argparse.Namespace) -> int:
             super().on_batch(progress)
             total = progress.epochs * progress.batches
             done = (progress.epoch - 1) * progress.batches + progress.batch
-            bar.update(
-                done,
-                total,
-                f"epoch {progress.epoch}/{progress.epochs} loss {progress.loss:.4f}",
-                progress.eta_seconds,
-            )
+            extra = f"epoch {progress.epoch}/{progress.epochs} loss {progress.loss:.4f}"
+            bar.update(done, total, extra, progress.eta_seconds)
 
         def on_epoch(self, record: EpochRecord) -> None:
             super().on_epoch(record)
-            if not args.quiet:
-                print(
-                    f"\nepoch {record.epoch}: loss {record.loss:.4f} (class {record.class_loss:.4f}, box "
+            if not quiet:
+                from tqdm import tqdm
+
+                tqdm.write(
+                    f"epoch {record.epoch}: loss {record.loss:.4f} (class {record.class_loss:.4f}, box "
                     f"{record.bbox_loss:.4f})  val loss {record.val_loss:.4f}  val IoU {record.val_mean_iou:.3f}  "
                     f"val accuracy {record.val_presence_accuracy:.3f}",
                     file=sys.stderr,
-                    flush=True,
                 )
 
-    try:
-        result = train(
-            train_samples,
-            val_samples,
-            settings,
-            run_dir,
-            Terminal(run_dir),
-            cache_dir=project.cache_dir / "features",
-        )
-    except WeightsUnavailable as exc:
-        raise CliError(str(exc)) from exc
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    test_samples = load_samples(project, "test")
-    if (run_dir / "model.keras").exists() and test_samples:
-        from facetrack.evaluate import evaluate_run
+    return Terminal
 
-        metrics = evaluate_run(run_dir, test_samples)
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from facetrack.cluster import writes_run
+    from facetrack.model import WeightsUnavailable
+    from facetrack.runs import active_training
+    from facetrack.tasks import train_project
+
+    project = _project(args.project)
+    settings = _train_settings(args)
+    running = active_training(project.path) if writes_run(settings) else None  # other workers: see cluster
+    if running is not None:
+        raise CliError(f"a training is already running in this project ({running.name})")
+    try:
+        outcome = train_project(project, settings, callbacks=_terminal_callbacks(args.quiet))
+    except (WeightsUnavailable, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    if outcome.metrics is not None:
+        m = outcome.metrics
         print(
-            f"test split: presence accuracy {metrics.presence_accuracy:.3f}, mean IoU {_num(metrics.mean_iou)}",
+            f"test split: presence accuracy {m.presence_accuracy:.3f}, mean IoU {_num(m.mean_iou)}",
             file=sys.stderr,
         )
+    result = outcome.result
+    where = f"run {result.run_dir}" if writes_run(settings) else "the chief writes the run"
     print(
-        f"{result.state}: best epoch {result.best_epoch}, validation score {_num(result.best_val_score)}; run {run_dir}"
+        f"{result.state}: best epoch {result.best_epoch}, validation score {_num(result.best_val_score)}; {where}"
     )
-    return 0
-
-
-def _train_settings(args: argparse.Namespace, doc: dict[str, Any]) -> Any:
-    """``TrainSettings`` from ``doc`` (a request file's) with the command line's options on top."""
-    from facetrack.train import TrainSettings
-
-    for key in (
-        "backbone",
-        "weights",
-        "epochs",
-        "batch_size",
-        "learning_rate",
-        "input_size",
-        "name",
-        "strategy",
-    ):
-        value = getattr(args, key)
-        if value is not None:
-            doc[key] = value
-    if args.fine_tune:
-        doc["fine_tune"] = True
-    doc.setdefault("backbone", "compact")
-    if doc["backbone"] == "compact":
-        doc.setdefault("weights", "none")
-    try:
-        return TrainSettings.from_dict(doc)
-    except (TypeError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
-
-
-def _train_worker(args: argparse.Namespace, project: Any, scratch: Path) -> int:
-    """A non-chief worker of a multi-worker training: trains in step with the chief, writes only to ``scratch``."""
-    from facetrack.augment import load_samples
-    from facetrack.train import train
-
-    settings = _train_settings(args, {"export_tflite": False})
-    result = train(
-        load_samples(project, "train"),
-        load_samples(project, "val"),
-        settings,
-        scratch / "run",
-        cache_dir=project.cache_dir / "features",
-    )
-    print(f"{result.state}: worker done (the chief writes the run)")
     return 0
 
 
@@ -335,13 +246,14 @@ def _run_dir(project_arg: str | None, run_arg: str | None) -> Path:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from facetrack.augment import load_samples
+    from facetrack.data import list_samples
     from facetrack.evaluate import evaluate_run
     from facetrack.model import ModelLoadError
+    from facetrack.runs import project_of
 
     run = _run_dir(args.project, args.run)
-    project = _project(args.project) if args.project else _project(str(run.parent.parent))
-    test_samples = load_samples(project, "test")
+    project = _project(args.project) if args.project else _project(str(project_of(run)))
+    test_samples = list_samples(project.augmented_dir, "test", project.stored_split())
     if not test_samples:
         raise CliError("the test split is empty: label more photos and run augment")
     try:
@@ -425,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log messages")
         return p
 
     p = add("import", "import a folder of photos with labelme JSON labels into a project")
@@ -442,12 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: one per core, 0 = none)"
     )
-    p.add_argument("--progress-file", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_augment)
 
     p = add("train", "train a detector on the augmented set; evaluates it on the test split")
     p.add_argument("--project", required=True, help="project folder or name")
-    p.add_argument("--backbone", choices=["compact", "vgg16"], help="compact (offline, default) or vgg16")
+    p.add_argument(
+        "--backbone", choices=list(BACKBONES), help=f"{CLI_BACKBONE} (offline, default) or another backbone"
+    )
     p.add_argument("--weights", help="vgg16 weights: imagenet (one-time download), none, or a .h5 file")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", dest="batch_size", type=int)
@@ -461,10 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="a name for the run")
     p.add_argument(
         "--strategy",
-        choices=["default", "mirrored", "multiworker"],
+        choices=list(STRATEGIES),
         help="tf.distribute: mirrored = all local devices; multiworker = configured by TF_CONFIG",
     )
-    p.add_argument("--run-dir", dest="run_dir", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
 
     p = add("evaluate", "measure a run on its project's test split")
@@ -517,8 +430,16 @@ def quiet_tensorflow_import() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
+    )
+    if not args.verbose:
+        # Before TensorFlow loads: its C++ log lines (e.g. "failed call to cuInit" on a machine without
+        # a GPU, logged as an error) stay off the terminal. --verbose shows them.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
-        if args.command in ("train", "evaluate", "detect", "export"):
+        if args.command in ("train", "evaluate", "detect", "export") and not args.verbose:
             quiet_tensorflow_import()
         return int(args.func(args) or 0)
     except CliError as exc:

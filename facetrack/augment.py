@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -31,14 +32,14 @@ import sys
 import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from facetrack.data import SPLITS, Sample
+from facetrack.data import AUGMENTED_SETTINGS_FILE, SPLITS, marker_ok, sample_counts
 from facetrack.fileio import (
     DISK_FULL_MESSAGE,
     DiskFull,
@@ -52,6 +53,8 @@ from facetrack.fileio import (
 from facetrack.images import encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
 from facetrack.limits import AUGMENT_LIMITS, range_problems
+
+log = logging.getLogger(__name__)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -287,6 +290,7 @@ def _task(
         return image_id, None
     except Exception as exc:  # reported per image; the rest proceeds (but not on a full disk)
         if not is_disk_full(exc):
+            log.warning("augmenting %s failed: %s: %s", image_id, type(exc).__name__, exc)
             return image_id, f"{type(exc).__name__}: {exc}"
         for entry in entries:
             (Path(out_dir) / split / entry["file"]).unlink(missing_ok=True)
@@ -314,7 +318,33 @@ def generate(
     """
     out = project.augmented_dir
     key = settings.key()
-    settings_path = out / "settings.json"
+    _start_generation(out, settings, key)
+    split = project.split()
+    tasks, skipped = _plan(project, split, settings, key)
+    _prune(out, split)
+    tally = _Tally(skipped, len(tasks) + skipped, progress, should_stop)
+    if progress:
+        progress(skipped, tally.total)
+    ensure_free_space(out, _bytes_needed(tasks, settings), "augmentation")
+    n_workers = min(os.cpu_count() or 1, 4) if workers is None else workers
+    if n_workers <= 0 or len(tasks) < 8:
+        _run_here(tasks, tally)
+    else:
+        _run_in_pool(tasks, n_workers, tally)
+    if tally.disk_full:  # every photo cut short removed its own copies; finished photos stay (resumable)
+        raise DiskFull(tally.disk_full)
+    return GenerateReport(
+        done=tally.done,
+        skipped=skipped,
+        failed=tally.failed,
+        counts=sample_counts(project.augmented_dir, split),
+        stopped=tally.stopped,
+    )
+
+
+def _start_generation(out: Path, settings: AugmentSettings, key: str) -> None:
+    """Record the settings; a change of settings removes what older settings generated."""
+    settings_path = out / AUGMENTED_SETTINGS_FILE
     try:
         old_key = read_json(settings_path).get("key")
     except (FileNotFoundError, ValueError, AttributeError):
@@ -323,46 +353,24 @@ def generate(
         shutil.rmtree(out)
     atomic_write_json(settings_path, {"key": key, "settings": settings.to_dict()})
 
-    split = project.split()
+
+def _plan(
+    project: Any, split: dict[str, str], settings: AugmentSettings, key: str
+) -> tuple[list[tuple], int]:
+    """The tasks for photos not generated yet with ``key``, and how many are done already."""
+    out = project.augmented_dir
     tasks = []
     skipped = 0
     for image_id, side in sorted(split.items()):
         boxes = project.boxes(image_id)
         if boxes is None:
             continue
-        marker = out / side / f"{image_id}.json"
-        if _marker_ok(marker, key):
+        if marker_ok(out / side / f"{image_id}.json", key):
             skipped += 1
             continue
         box = boxes[0].to_list() if boxes else None
         tasks.append((str(project.image_path(image_id)), box, side, settings.to_dict(), str(out), key))
-    _prune(out, split)
-
-    total = len(tasks) + skipped
-    failed: list[tuple[str, str]] = []
-    done = 0
-    disk_full = ""
-    if progress:
-        progress(skipped, total)
-    ensure_free_space(out, _bytes_needed(tasks, settings), "augmentation")
-
-    def on_result(image_id: str, err: str | None) -> bool:
-        """Count a finished photo; True when generation must end (a full disk)."""
-        nonlocal done, disk_full
-        done += 1
-        if err and err.startswith(DISK_FULL_MESSAGE):
-            disk_full = disk_full or err
-        elif err:
-            failed.append((image_id, err))
-        if progress:
-            progress(skipped + done, total)
-        return bool(disk_full)
-
-    n_workers = min(os.cpu_count() or 1, 4) if workers is None else workers
-    stopped = _run_tasks(tasks, n_workers, on_result, should_stop or (lambda: False))
-    if disk_full:  # every photo cut short removed its own copies; finished photos stay (resumable)
-        raise DiskFull(disk_full)
-    return GenerateReport(done=done, skipped=skipped, failed=failed, counts=counts(project), stopped=stopped)
+    return tasks, skipped
 
 
 def _bytes_needed(tasks: list[tuple], settings: AugmentSettings) -> int:
@@ -371,58 +379,61 @@ def _bytes_needed(tasks: list[tuple], settings: AugmentSettings) -> int:
     return copies * settings.output_size**2 * 3 // 4 + 2 * 2**20  # and room for the markers
 
 
-def _run_tasks(
-    tasks: list[tuple],
-    n_workers: int,
-    on_result: Callable[[str, str | None], bool],
-    should_stop: Callable[[], bool],
-) -> bool:
-    """Run :func:`_task` on each of ``tasks``, in ``n_workers`` processes (0: here).
+@dataclass
+class _Tally:
+    """What a generation has done so far; reports progress and asks whether to stop."""
 
-    ``on_result(image_id, error)`` is called as each finishes; when it returns
-    True no further task starts. Returns True when ``should_stop()`` ended the run early.
-    """
-    if n_workers <= 0 or len(tasks) < 8:
-        for t in tasks:
-            if should_stop():
-                return True
-            if on_result(*_task(*t)):
-                return False
-        return False
+    skipped: int
+    total: int
+    progress: Progress | None
+    should_stop: Callable[[], bool] | None
+    done: int = 0
+    stopped: bool = False
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    disk_full: str = ""  # the first "the disk is full" error: generation ends
+
+    def finished(self, image_id: str, err: str | None) -> None:
+        self.done += 1
+        if err and err.startswith(DISK_FULL_MESSAGE):
+            self.disk_full = self.disk_full or err
+        elif err:
+            self.failed.append((image_id, err))
+
+    def report(self) -> None:
+        if self.progress:
+            self.progress(self.skipped + self.done, self.total)
+
+    def stop_requested(self) -> bool:
+        return bool(self.disk_full) or bool(self.should_stop and self.should_stop())
+
+
+def _run_here(tasks: list[tuple], tally: _Tally) -> None:
+    for t in tasks:
+        if tally.stop_requested():
+            tally.stopped = True
+            break
+        _, err = _task(*t)
+        tally.finished(Path(t[0]).stem, err)
+        tally.report()
+
+
+def _run_in_pool(tasks: list[tuple], n_workers: int, tally: _Tally) -> None:
     # fork starts workers at once; never fork a process that holds TensorFlow's threads (spawn then)
     ctx = multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
-    stopped = ended = False
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
         pending: set[Future] = set()
         queue = list(reversed(tasks))
         while queue or pending:
-            while queue and len(pending) < 4 * n_workers:
+            while queue and len(pending) < 4 * n_workers and not tally.stopped:
                 pending.add(pool.submit(_task, *queue.pop()))
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for f in finished:
-                ended = on_result(*f.result()) or ended
-            if not stopped and not ended and should_stop():
-                stopped = True
-            if stopped or ended:
-                queue.clear()  # the photos in progress finish (or clean up after themselves)
-    return stopped
-
-
-def _marker_ok(marker: Path, key: str) -> bool:
-    try:
-        doc = read_json(marker)
-    except (FileNotFoundError, ValueError):
-        return False
-    if doc.get("key") != key:
-        return False
-    for c in doc.get("copies", []):
-        try:
-            size = (marker.parent / c["file"]).stat().st_size
-        except OSError:
-            return False
-        if "bytes" in c and size != c["bytes"]:
-            return False
-    return True
+                tally.finished(*f.result())
+            if finished:
+                tally.report()
+            if not tally.stopped and tally.stop_requested():
+                tally.stopped = True
+                queue.clear()
 
 
 def _prune(out: Path, split: dict[str, str]) -> None:
@@ -435,59 +446,3 @@ def _prune(out: Path, split: dict[str, str]) -> None:
             image_id = path.stem.rsplit("_", 1)[0] if path.suffix == ".jpg" else path.stem
             if split.get(image_id) != side:
                 path.unlink(missing_ok=True)
-
-
-def load_samples(project: Any, side: str) -> list[Sample]:
-    """The generated samples of one split, for training and evaluation.
-
-    Only images still in the project and still on ``side`` of its split are
-    returned; the train side gives augmented copies, val/test one plain copy.
-    """
-    if side not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}")
-    folder = project.augmented_dir / side
-    if not folder.is_dir():
-        return []
-    split = project.split()
-    try:
-        key = read_json(project.augmented_dir / "settings.json").get("key")
-    except (FileNotFoundError, ValueError, AttributeError):
-        return []
-    samples = []
-    for marker in sorted(folder.glob("*.json")):
-        if split.get(marker.stem) != side:
-            continue
-        try:
-            doc = read_json(marker)
-        except ValueError:
-            continue
-        if doc.get("key") != key:
-            continue
-        for c in doc.get("copies", []):
-            path = folder / c["file"]
-            if path.exists():
-                box = Box.from_normalized(c["box"]) if c.get("box") else None
-                samples.append(Sample(path=path, box=box, source_id=marker.stem))
-    return samples
-
-
-def counts(project: Any) -> dict[str, int]:
-    """Number of generated samples per split, and faces among them."""
-    result = {}
-    for side in SPLITS:
-        samples = load_samples(project, side)
-        result[side] = len(samples)
-        result[f"{side}_faces"] = sum(s.has_face for s in samples)
-    return result
-
-
-def is_stale(project: Any) -> bool:
-    """True when labelled photos are not yet in the generated set (it needs a Generate)."""
-    try:
-        key = read_json(project.augmented_dir / "settings.json").get("key")
-    except (FileNotFoundError, ValueError, AttributeError):
-        return True
-    for image_id, side in project.split().items():
-        if not _marker_ok(project.augmented_dir / side / f"{image_id}.json", key):
-            return True
-    return False

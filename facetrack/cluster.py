@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 class ClusterConfigError(ValueError):
@@ -51,3 +52,11 @@ def worker_role(env: Mapping[str, str] | None = None) -> WorkerRole:
         raise ClusterConfigError(f"TF_CONFIG's task {task_type} {index} is not in its cluster")
     chief = task_type == "chief" or ("chief" not in cluster and task_type == "worker" and index == 0)
     return WorkerRole(task_type, index, max(workers, 1), chief)
+
+
+def writes_run(settings: Any, env: Mapping[str, str] | None = None) -> bool:
+    """True when this process writes the run folder of a training with ``settings``.
+
+    Every training but a multi-worker one's non-chief workers.
+    """
+    return getattr(settings, "strategy", "default") != "multiworker" or worker_role(env).is_chief

@@ -1,22 +1,41 @@
-"""Samples for training and evaluation, and the leakage-free split.
+"""Samples, their targets, the image loader, the generated set on disk, and the training batches.
 
 A :class:`Sample` is one image file on disk and its face box (or ``None`` for
 "no face"). Training reads the train split's augmented copies; validation and
 evaluation read the original val/test images resized once (never augmented),
-so no copy of a test image is ever trained on.
+so no copy of a test image is ever trained on. The split itself (which photo
+is on which side) is assigned by :meth:`facetrack.workspace.Project.split`
+(only generation and training do that); the listing functions here take it
+as an argument and never write anything.
+
+The generated set (``<project>/augmented/``, written by
+:func:`facetrack.augment.generate`) is ``settings.json`` (``{"settings", "key"}``)
+and, per split side, ``<image id>_<k>.jpg`` copies with a ``<image id>.json``
+marker ``{"source", "split", "key", "copies": [{"file", "box", "bytes"}]}``.
+
+This module imports TensorFlow only inside the functions that build
+``tf.data`` pipelines, so listing and counting samples stays light.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from facetrack.fileio import read_json
 from facetrack.labels import Box
+from facetrack.runs import SETTINGS_FILE
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+DEFAULT_BATCH_SIZE = 32
+AUGMENTED_SETTINGS_FILE = SETTINGS_FILE  # augmented/settings.json: the generation's settings and key
 
 
 @dataclass(frozen=True)
@@ -43,3 +62,281 @@ def targets(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
         [s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float32
     ).reshape(-1, 4)
     return cls, box
+
+
+# --------------------------------------------------------------------------- the generated set
+
+
+def generation_key(augmented_dir: Path) -> str | None:
+    """The key of the settings the generated set was made with, or None when there is none."""
+    try:
+        doc = read_json(Path(augmented_dir) / AUGMENTED_SETTINGS_FILE)
+    except (FileNotFoundError, ValueError):
+        return None
+    return doc.get("key") if isinstance(doc, dict) else None
+
+
+def marker_ok(marker: Path, key: str | None) -> bool:
+    """True when a photo's marker says its copies were made with ``key`` and they are all there."""
+    try:
+        doc = read_json(marker)
+    except (FileNotFoundError, ValueError):
+        return False
+    if doc.get("key") != key:
+        return False
+    for c in doc.get("copies", []):
+        try:
+            size = (marker.parent / c["file"]).stat().st_size
+        except OSError:
+            return False
+        if "bytes" in c and size != c["bytes"]:
+            return False
+    return True
+
+
+def _marker_samples(marker: Path, key: str | None) -> list[Sample]:
+    try:
+        doc = read_json(marker)
+    except ValueError:
+        return []
+    if doc.get("key") != key:
+        return []
+    out = []
+    for c in doc.get("copies", []):
+        path = marker.parent / c["file"]
+        if path.exists():
+            box = Box.from_normalized(c["box"]) if c.get("box") else None
+            out.append(Sample(path=path, box=box, source_id=marker.stem))
+    return out
+
+
+def list_samples(augmented_dir: Path, side: str, split: Mapping[str, str]) -> list[Sample]:
+    """The generated samples of one side of ``split`` (image id -> side), for training and evaluation.
+
+    Only images still on ``side`` of ``split`` are returned; the train side
+    gives augmented copies, val/test one plain copy. Reads only.
+    """
+    if side not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}")
+    folder = Path(augmented_dir) / side
+    if not folder.is_dir():
+        return []
+    key = generation_key(augmented_dir)
+    if key is None:
+        return []
+    samples: list[Sample] = []
+    for marker in sorted(folder.glob("*.json")):
+        if split.get(marker.stem) == side:
+            samples.extend(_marker_samples(marker, key))
+    return samples
+
+
+def sample_counts(augmented_dir: Path, split: Mapping[str, str]) -> dict[str, int]:
+    """Number of generated samples per side, and faces among them (``train``, ``train_faces``, ...)."""
+    result = {}
+    for side in SPLITS:
+        samples = list_samples(augmented_dir, side, split)
+        result[side] = len(samples)
+        result[f"{side}_faces"] = sum(s.has_face for s in samples)
+    return result
+
+
+def is_stale(augmented_dir: Path, split: Mapping[str, str], labelled: Sequence[str]) -> bool:
+    """True when a labelled photo is not yet in the generated set (it needs a Generate).
+
+    ``labelled``: the project's labelled image ids; one missing from ``split``
+    has not been assigned a side yet, so it is not generated either.
+    """
+    key = generation_key(augmented_dir)
+    if key is None:
+        return True
+    return any(
+        image_id not in split
+        or not marker_ok(Path(augmented_dir) / split[image_id] / f"{image_id}.json", key)
+        for image_id in labelled
+    )
+
+
+# --------------------------------------------------------------------------- image loading
+
+
+def image_dataset(samples: Sequence[Sample], input_size: int, batch_size: int = DEFAULT_BATCH_SIZE):
+    """A streaming ``tf.data.Dataset`` of the images of ``samples``, in order.
+
+    Each image file (JPEG/PNG of any size) is decoded and resized to
+    ``input_size`` x ``input_size`` (plain resize, aspect ignored, as the live
+    detector does) as float32 RGB 0..255: batches ``(B, S, S, 3)``. Training
+    reads the same resize from its caches (:mod:`facetrack.cache`).
+    """
+    import tensorflow as tf
+
+    size = int(input_size)
+
+    def load(path):
+        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        img = tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
+        img = tf.clip_by_value(img, 0.0, 255.0)
+        img.set_shape((size, size, 3))
+        return img
+
+    ds = tf.data.Dataset.from_tensor_slices([str(s.path) for s in samples])
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- training batches
+
+
+# Cached features up to this size are trained on from memory (in-graph shuffling and
+# batching: a few ms less per step than streaming); larger caches stream from disk.
+FEATURES_IN_MEMORY_BYTES = 512 * 2**20
+
+
+def streamed_batches(
+    samples: Sequence[Sample],
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    xshape: tuple[int, ...],
+    make_batch: Any,
+):
+    """A ``tf.data`` pipeline of batches assembled in Python, with their targets.
+
+    Batches are ``batch_size`` samples in a new random order each epoch
+    (``shuffle``), sorted within the batch for memmap reads.
+    ``make_batch(idx, boxes, rng)`` returns ``(x float32 (B, *xshape), boxes (B, 4))``.
+    Elements are ``(x, {"class": (B, 1), "bbox": (B, 4)})``.
+    """
+    import tensorflow as tf
+
+    n = len(samples)
+    cls, box = targets(samples)
+    rng = np.random.default_rng(seed)
+
+    def gen():
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        for i in range(0, n, batch_size):
+            idx = np.sort(order[i : i + batch_size])
+            x, boxes = make_batch(idx, box[idx], rng)
+            yield x, {"class": cls[idx], "bbox": boxes}
+
+    sig = (
+        tf.TensorSpec((None, *xshape), tf.float32),
+        {"class": tf.TensorSpec((None, 1), tf.float32), "bbox": tf.TensorSpec((None, 4), tf.float32)},
+    )
+    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    return ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size))).prefetch(2)
+
+
+def feature_dataset(feats: np.ndarray, samples: Sequence[Sample], batch_size: int, shuffle: bool, seed: int):
+    """Batches ``(features (B, h, w, c) float32, {"class": (B, 1), "bbox": (B, 4)})`` of cached features."""
+    import tensorflow as tf
+
+    if feats.nbytes <= FEATURES_IN_MEMORY_BYTES:
+        cls, box = targets(samples)
+        ds = tf.data.Dataset.from_tensor_slices((np.asarray(feats), cls, box))
+        if shuffle:
+            ds = ds.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(lambda x, c, b: (tf.cast(x, tf.float32), {"class": c, "bbox": b}))
+        return ds.prefetch(2)
+    return streamed_batches(
+        samples,
+        batch_size,
+        shuffle,
+        seed,
+        feats.shape[1:],
+        lambda idx, boxes, rng: (np.asarray(feats[idx], np.float32), boxes),
+    )
+
+
+def jitter_batch(
+    images: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, flip: bool, jitter: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Augment a uint8 batch ``(B, S, S, 3)`` and its boxes ``(B, 4)``; returns float32 images and boxes.
+
+    ``jitter`` > 0: a random window of ``1 - jitter`` .. 1 of each side that
+    keeps the whole face box, resized back to ``S``, and brightness and
+    contrast varied slightly. ``flip``: half of the images mirrored
+    left-right. A no-face image has box ``[0, 0, 0, 0]``, which stays so.
+    """
+    import cv2
+
+    k, size = len(images), images.shape[1]
+    boxes = boxes.copy()
+    has = boxes[:, 2] > boxes[:, 0]
+    out = np.empty(images.shape, np.float32)
+    if jitter > 0:
+        cw = rng.uniform(1.0 - jitter, 1.0, k)
+        ch = np.clip(cw * rng.uniform(0.92, 1.08, k), 0.0, 1.0)
+        lo_x = np.where(has, np.maximum(0.0, boxes[:, 2] - cw), 0.0)
+        hi_x = np.where(has, np.minimum(boxes[:, 0], 1.0 - cw), 1.0 - cw)
+        lo_y = np.where(has, np.maximum(0.0, boxes[:, 3] - ch), 0.0)
+        hi_y = np.where(has, np.minimum(boxes[:, 1], 1.0 - ch), 1.0 - ch)
+        ok = (hi_x >= lo_x) & (hi_y >= lo_y)
+        x0 = np.where(ok, lo_x + rng.random(k) * np.maximum(hi_x - lo_x, 0.0), 0.0)
+        y0 = np.where(ok, lo_y + rng.random(k) * np.maximum(hi_y - lo_y, 0.0), 0.0)
+        cw, ch = np.where(ok, cw, 1.0), np.where(ok, ch, 1.0)
+        gain = rng.uniform(0.85, 1.15, k)
+        shift = rng.uniform(-20.0, 20.0, k)
+        for i in range(k):
+            # Output pixel u (centre u + 0.5) samples the window at x0 * S + (u + 0.5) * cw, bilinear.
+            m = np.array(
+                [
+                    [cw[i], 0.0, x0[i] * size + 0.5 * cw[i] - 0.5],
+                    [0.0, ch[i], y0[i] * size + 0.5 * ch[i] - 0.5],
+                ],
+                np.float32,
+            )
+            out[i] = cv2.warpAffine(
+                images[i],
+                m,
+                (size, size),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+            out[i] *= gain[i]
+            out[i] += 128.0 * (1.0 - gain[i]) + shift[i]
+        np.clip(out, 0.0, 255.0, out=out)
+        moved = np.stack(
+            [
+                (boxes[:, 0] - x0) / cw,
+                (boxes[:, 1] - y0) / ch,
+                (boxes[:, 2] - x0) / cw,
+                (boxes[:, 3] - y0) / ch,
+            ],
+            axis=1,
+        )
+        boxes = np.where(has[:, None], np.clip(moved, 0.0, 1.0), boxes).astype(np.float32)
+    else:
+        out[:] = images
+    if flip:
+        do = rng.random(k) < 0.5
+        out[do] = out[do, :, ::-1]
+        flipped = np.stack([1.0 - boxes[:, 2], boxes[:, 1], 1.0 - boxes[:, 0], boxes[:, 3]], axis=1)
+        boxes = np.where((do & has)[:, None], flipped, boxes).astype(np.float32)
+    return out, boxes
+
+
+def pixel_dataset(
+    pixels: np.ndarray,
+    samples: Sequence[Sample],
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    flip: bool = False,
+    jitter: float = 0.0,
+):
+    """Stream training batches from cached pixels (:func:`cached_pixels`), augmented per batch.
+
+    Elements are ``(image (B, S, S, 3) float32 0..255, {"class": (B, 1), "bbox": (B, 4)})``;
+    ``flip`` and ``jitter`` as :func:`jitter_batch` says, new draws every
+    epoch, so every epoch sees new variants of the augmented set.
+    """
+    return streamed_batches(
+        samples,
+        batch_size,
+        shuffle,
+        seed,
+        pixels.shape[1:],
+        lambda idx, boxes, rng: jitter_batch(np.asarray(pixels[idx]), boxes, rng, flip, jitter),
+    )

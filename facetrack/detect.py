@@ -20,7 +20,6 @@ updates it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -32,8 +31,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facetrack.export import KERAS_FILE, TFLITE_FILE, model_input_size, named_outputs
-from facetrack.labels import FACE_LABEL, Box, iou
+from facetrack.evaluate import is_face
+from facetrack.export import model_input_size, named_outputs
+from facetrack.labels import FACE_LABEL, Box
+from facetrack.runs import KERAS_FILE, TFLITE_FILE, RunError, check_input_size
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,34 @@ def _as_uint8(frame: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(frame), 0, 255).astype(np.uint8)
 
 
+def _checked_frame(frame: np.ndarray) -> np.ndarray:
+    """``frame`` as a C-contiguous uint8 ``(H, W)`` or ``(H, W, 3|4)`` array; ValueError otherwise."""
+    frame = _as_uint8(frame)
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
+        raise ValueError(f"frame must be (H, W), (H, W, 3) or (H, W, 4), got shape {frame.shape}")
+    h, w = frame.shape[:2]
+    if h < 1 or w < 1:
+        raise ValueError(f"frame is empty: shape {frame.shape}")
+    return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
+
+
+def _resize_frame(frame: np.ndarray, size: int, resize: str) -> np.ndarray:
+    """``frame`` resized to ``size`` x ``size`` the ``resize`` way (see :func:`frame_to_rgb_input`)."""
+    h, w = frame.shape[:2]
+    if (w, h) == (size, size):
+        return frame
+    if resize == "linear" or (w <= 2 * size and h <= 2 * size and resize == "fast"):
+        interp = cv2.INTER_AREA if (resize != "linear" and w >= size and h >= size) else cv2.INTER_LINEAR
+        return cv2.resize(frame, (size, size), interpolation=interp)
+    if resize == "area":
+        return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    # fast: bilinear to 2S (few taps), then an exact 2:1 area average
+    mid = cv2.resize(frame, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(mid, (size, size), interpolation=cv2.INTER_AREA)
+
+
 def frame_to_rgb_input(
     frame: np.ndarray,
     size: int,
@@ -131,26 +160,7 @@ def frame_to_rgb_input(
         raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
-    frame = _as_uint8(frame)
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
-    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
-        raise ValueError(f"frame must be (H, W), (H, W, 3) or (H, W, 4), got shape {frame.shape}")
-    h, w = frame.shape[:2]
-    if h < 1 or w < 1:
-        raise ValueError(f"frame is empty: shape {frame.shape}")
-    if not frame.flags.c_contiguous:
-        frame = np.ascontiguousarray(frame)
-    if (w, h) == (size, size):
-        small = frame
-    elif resize == "linear" or (w <= 2 * size and h <= 2 * size and resize == "fast"):
-        interp = cv2.INTER_AREA if (resize != "linear" and w >= size and h >= size) else cv2.INTER_LINEAR
-        small = cv2.resize(frame, (size, size), interpolation=interp)
-    elif resize == "area":
-        small = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-    else:  # fast: bilinear to 2S (few taps), then an exact 2:1 area average
-        mid = cv2.resize(frame, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
-        small = cv2.resize(mid, (size, size), interpolation=cv2.INTER_AREA)
+    small = _resize_frame(_checked_frame(frame), size, resize)
     if out is None:
         out = np.empty((1, size, size, 3), np.float32)
     if small.ndim == 2:
@@ -168,43 +178,36 @@ class _LiteRTRunner:
     def __init__(self, path: Path, num_threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        try:
+        try:  # a damaged file fails to open, or opens and fails later (e.g. in allocate_tensors)
             it = Interpreter(model_path=str(path), num_threads=num_threads)
+            outputs = {}
+            signatures = it.get_signature_list()
+            if signatures:
+                runner = it.get_signature_runner(next(iter(signatures)))
+                outputs = {k: v["index"] for k, v in runner.get_output_details().items()}
+                del runner  # it holds tensor views that would block invoke()
+            if "class" not in outputs or "bbox" not in outputs:  # map by shape
+                for d in it.get_output_details():
+                    shape = tuple(int(s) for s in d["shape"])
+                    if shape[-1:] == (1,):
+                        outputs["class"] = d["index"]
+                    elif shape[-1:] == (4,):
+                        outputs["bbox"] = d["index"]
+            if "class" not in outputs or "bbox" not in outputs:
+                raise DetectorError(f"{path.name}: outputs must be class (1, 1) and bbox (1, 4)")
+            inp = it.get_input_details()
+            if len(inp) != 1 or len(inp[0]["shape"]) != 4:
+                raise DetectorError(f"{path.name}: expected one (1, S, S, 3) input")
+            shape = [int(s) for s in inp[0]["shape"]]
+            if inp[0]["dtype"] != np.float32 or shape[3] != 3 or shape[1] != shape[2] or shape[1] < 1:
+                raise DetectorError(f"{path.name}: input must be float32 (1, S, S, 3), got {shape}")
+            if shape[0] != 1:
+                it.resize_tensor_input(inp[0]["index"], [1, shape[1], shape[2], 3])
+            it.allocate_tensors()
+        except DetectorError:
+            raise
         except Exception as exc:
-            raise DetectorError(f"cannot load {path}: {exc}") from exc
-        try:
-            self._setup(it, path)
-        except (RuntimeError, ValueError) as exc:  # a damaged file fails here, e.g. in allocate_tensors
-            if isinstance(exc, DetectorError):
-                raise
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise DetectorError(f"{path.name} is damaged and cannot be used ({first})") from exc
-
-    def _setup(self, it: Any, path: Path) -> None:
-        outputs = {}
-        signatures = it.get_signature_list()
-        if signatures:
-            runner = it.get_signature_runner(next(iter(signatures)))
-            outputs = {k: v["index"] for k, v in runner.get_output_details().items()}
-            del runner  # it holds tensor views that would block invoke()
-        if "class" not in outputs or "bbox" not in outputs:  # map by shape
-            for d in it.get_output_details():
-                shape = tuple(int(s) for s in d["shape"])
-                if shape[-1:] == (1,):
-                    outputs["class"] = d["index"]
-                elif shape[-1:] == (4,):
-                    outputs["bbox"] = d["index"]
-        if "class" not in outputs or "bbox" not in outputs:
-            raise DetectorError(f"{path.name}: outputs must be class (1, 1) and bbox (1, 4)")
-        inp = it.get_input_details()
-        if len(inp) != 1 or len(inp[0]["shape"]) != 4:
-            raise DetectorError(f"{path.name}: expected one (1, S, S, 3) input")
-        shape = [int(s) for s in inp[0]["shape"]]
-        if inp[0]["dtype"] != np.float32 or shape[3] != 3 or shape[1] != shape[2] or shape[1] < 1:
-            raise DetectorError(f"{path.name}: input must be float32 (1, S, S, 3), got {shape}")
-        if shape[0] != 1:
-            it.resize_tensor_input(inp[0]["index"], [1, shape[1], shape[2], 3])
-        it.allocate_tensors()
+            raise DetectorError(f"{path.name} is damaged and cannot be used ({exc})") from exc
         self.interpreter = it
         self.input_index = inp[0]["index"]
         self.class_index = outputs["class"]
@@ -250,16 +253,11 @@ def _load_keras_model(path: Path) -> Any:
         raise DetectorError(str(exc)) from exc
 
 
-def _settings_input_size(path: Path) -> int | None:
-    """``input_size`` from a run's settings.json (top level or under ``"settings"``)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        for d in (doc, doc.get("settings")):
-            if isinstance(d, dict) and d.get("input_size") is not None:
-                return int(d["input_size"])
-    except (OSError, ValueError, TypeError, AttributeError):
-        pass
-    return None
+def detections_from(score: float, box: Box, width: int, height: int, threshold: float) -> list[Detection]:
+    """A model's answer on a ``width`` x ``height`` frame as detections: one face, or none below ``threshold``."""
+    if not is_face(score, threshold):
+        return []
+    return [Detection.from_box(score, box, width, height)]
 
 
 class Detector:
@@ -350,9 +348,7 @@ class Detector:
                     det = cls.from_tflite(tflite_path, threshold, num_threads, resize)
                 except (DetectorError, ImportError) as exc:
                     backend, fallback_reason = "keras", str(exc)
-                    log.warning(
-                        "run %s: using %s instead of %s: %s", run_dir.name, KERAS_FILE, TFLITE_FILE, exc
-                    )
+                    log.warning("%s unusable, using %s instead: %s", tflite_path, KERAS_FILE, exc)
         if backend == "litert":
             if not tflite_path.is_file():
                 raise DetectorError(
@@ -367,13 +363,10 @@ class Detector:
             det = cls.from_keras_model(_load_keras_model(keras_path), threshold, resize)
             det.source = keras_path
             det.fallback_reason = fallback_reason
-        settings = run_dir / "settings.json"
-        if settings.is_file():
-            expected = _settings_input_size(settings)
-            if expected is not None and int(expected) != det.input_size:
-                raise DetectorError(
-                    f"run {run_dir.name}: settings.json says input_size {expected}, the model takes {det.input_size}"
-                )
+        try:
+            check_input_size(run_dir, det.input_size)
+        except RunError as exc:
+            raise DetectorError(str(exc)) from exc
         return det
 
     def preprocess(self, frame: np.ndarray, color: str = "bgr") -> np.ndarray:
@@ -398,10 +391,8 @@ class Detector:
         cached for several browser sessions keeps one shared default).
         """
         score, box = self.predict_raw(frame, color)
-        if score < (self._threshold if threshold is None else threshold):
-            return []
         h, w = np.asarray(frame).shape[:2]
-        return [Detection.from_box(score, box, w, h)]
+        return detections_from(score, box, w, h, self._threshold if threshold is None else threshold)
 
 
 # -- drawing ---------------------------------------------------------------
@@ -418,6 +409,46 @@ def _paint(c: tuple[int, int, int], frame: np.ndarray, color: str) -> tuple[int,
         return int(round(0.114 * c[0] + 0.587 * c[1] + 0.299 * c[2]))
     bgr = c if color == "bgr" else (c[2], c[1], c[0])
     return (*bgr, 255) if frame.shape[2] == 4 else bgr
+
+
+def _font(side: int) -> tuple[float, int]:
+    """Font scale and thickness for a frame whose shorter side is ``side`` pixels."""
+    return max(0.3, side / 900), max(1, round(side / 480))
+
+
+def draw_box(
+    frame: np.ndarray,
+    corners: Sequence[float],
+    rgb: tuple[int, int, int],
+    label: str = "",
+    color: str = "bgr",
+    thickness: int | None = None,
+) -> np.ndarray:
+    """Draw one box (pixel ``corners`` ``x1, y1, x2, y2``) in ``rgb``, with ``label`` on a filled tag, IN PLACE.
+
+    The one box drawer (live frames, photos in pages). ``color``: channel order
+    of ``frame``; the label sits above the box, else inside it.
+    """
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    thick = thickness or max(1, round(side / 240))
+    box_c = _paint((rgb[2], rgb[1], rgb[0]), frame, color)
+    x1, y1 = min(int(round(corners[0])), w - 1), min(int(round(corners[1])), h - 1)
+    x2, y2 = max(min(int(round(corners[2])), w - 1), x1), max(min(int(round(corners[3])), h - 1), y1)
+    cv2.rectangle(frame, (x1, y1), (x2, y2), box_c, thick, cv2.LINE_8)
+    if label:
+        font_scale, font_thick = _font(side)
+        (tw, th), base = cv2.getTextSize(label, _FONT, font_scale, font_thick)
+        pad = max(1, thick)
+        lh = th + base + 2 * pad
+        top = y1 - lh if y1 - lh >= 0 else y1  # above the box, else inside it
+        left = min(x1, max(0, w - tw - 2 * pad))
+        cv2.rectangle(frame, (left, top), (left + tw + 2 * pad, top + lh), box_c, -1)
+        text_c = _paint(_TEXT_BGR, frame, color)
+        cv2.putText(
+            frame, label, (left + pad, top + pad + th), _FONT, font_scale, text_c, font_thick, cv2.LINE_AA
+        )
+    return frame
 
 
 def draw_detections(
@@ -443,26 +474,12 @@ def draw_detections(
         return frame
     side = min(h, w)
     thick = max(1, round(side / 240))
-    font_scale = max(0.3, side / 900)
-    font_thick = max(1, round(side / 480))
-    box_c = _paint(_BOX_BGR, frame, color)
-    text_c = _paint(_TEXT_BGR, frame, color)
+    font_scale, font_thick = _font(side)
+    box_rgb = (_BOX_BGR[2], _BOX_BGR[1], _BOX_BGR[0])
     for d in detections:
         if d.frame_size != (w, h):
             d = Detection.from_box(d.score, d.box, w, h)
-        x1, y1 = min(d.x1, w - 1), min(d.y1, h - 1)
-        x2, y2 = max(min(d.x2, w - 1), x1), max(min(d.y2, h - 1), y1)
-        cv2.rectangle(frame, (x1, y1), (x2, y2), box_c, thick, cv2.LINE_8)
-        text = f"{d.label} {d.score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, font_thick)
-        pad = max(1, thick)
-        lh = th + base + 2 * pad
-        top = y1 - lh if y1 - lh >= 0 else y1  # above the box, else inside it
-        left = min(x1, max(0, w - tw - 2 * pad))
-        cv2.rectangle(frame, (left, top), (left + tw + 2 * pad, top + lh), box_c, -1)
-        cv2.putText(
-            frame, text, (left + pad, top + pad + th), _FONT, font_scale, text_c, font_thick, cv2.LINE_AA
-        )
+        draw_box(frame, (d.x1, d.y1, d.x2, d.y2), box_rgb, f"{d.label} {d.score:.2f}", color, thick)
     if fps is not None and math.isfinite(fps):
         text = f"FPS {fps:.1f}"
         (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, font_thick)
@@ -481,60 +498,3 @@ def draw_detections(
             cv2.LINE_AA,
         )
     return frame
-
-
-# -- temporal smoothing ------------------------------------------------------
-
-
-class BoxSmoother:
-    """Exponential moving average of the face box and score across frames.
-
-    ``alpha`` (``0 < alpha <= 1``): weight of the new frame (1 = no
-    smoothing). A new box whose IoU with the smoothed one is below
-    ``reset_iou`` (the face jumped, or another face) replaces it outright.
-    When no face is detected, the last smoothed box is still shown for
-    ``hold`` frames (hides one-frame dropouts); after ``max_missing``
-    consecutive empty frames the state resets. Boxes are smoothed in
-    normalized coordinates, so the frame size may change. Thread-safe.
-    """
-
-    def __init__(
-        self, alpha: float = 0.5, reset_iou: float = 0.3, max_missing: int = 3, hold: int = 1
-    ) -> None:
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        self.alpha = float(alpha)
-        self.reset_iou = float(reset_iou)
-        self.max_missing = int(max_missing)
-        self.hold = int(hold)
-        self._lock = threading.Lock()
-        self._state: np.ndarray | None = None  # [x1, y1, x2, y2, score]
-        self._last: Detection | None = None
-        self._missing = 0
-
-    def reset(self) -> None:
-        """Forget the tracked face."""
-        with self._lock:
-            self._state, self._last, self._missing = None, None, 0
-
-    def update(self, detections: Sequence[Detection]) -> list[Detection]:
-        """Smooth this frame's detections (0 or 1, the best is used) and return 0 or 1."""
-        with self._lock:
-            if not detections:
-                self._missing += 1
-                if self._missing >= self.max_missing:
-                    self._state, self._last = None, None
-                if self._last is not None and self._missing <= self.hold:
-                    return [self._last]
-                return []
-            d = max(detections, key=lambda det: det.score)
-            new = np.array([*d.box.to_list(), d.score], dtype=np.float64)
-            if self._state is None or iou(self._state[:4], new[:4]) < self.reset_iou:
-                self._state = new
-            else:
-                self._state = self.alpha * new + (1.0 - self.alpha) * self._state
-            self._missing = 0
-            w, h = d.frame_size
-            out = Detection.from_box(float(self._state[4]), to_box(self._state[:4]), w, h)
-            self._last = out
-            return [out]

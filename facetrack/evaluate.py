@@ -23,8 +23,7 @@ with no predicted face) is ``None`` and ``notes`` says why.
 
 from __future__ import annotations
 
-import contextlib
-import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,37 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from facetrack.data import Sample
-from facetrack.fileio import atomic_write_json
+from facetrack.data import DEFAULT_BATCH_SIZE, Sample, image_dataset
 
-DEFAULT_BATCH_SIZE = 32
+log = logging.getLogger(__name__)
 
-
-# --------------------------------------------------------------------------- image loading
-
-
-def image_dataset(samples: Sequence[Sample], input_size: int, batch_size: int = DEFAULT_BATCH_SIZE):
-    """A streaming ``tf.data.Dataset`` of the images of ``samples``, in order.
-
-    Each image file (JPEG/PNG of any size) is decoded and resized to
-    ``input_size`` x ``input_size`` (plain resize, aspect ignored, as the live
-    detector does) as float32 RGB 0..255: batches ``(B, S, S, 3)``. Training
-    reads the same resize from its caches (:mod:`facetrack.train`).
-    """
-    import tensorflow as tf
-
-    size = int(input_size)
-
-    def load(path):
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        img = tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
-        img = tf.clip_by_value(img, 0.0, 255.0)
-        img.set_shape((size, size, 3))
-        return img
-
-    ds = tf.data.Dataset.from_tensor_slices([str(s.path) for s in samples])
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+# --------------------------------------------------------------------------- prediction
 
 
 def predict_samples(
@@ -78,10 +51,10 @@ def predict_samples(
         return np.zeros((0,), np.float32), np.zeros((0, 4), np.float32)
     ds = image_dataset(samples, input_size, batch_size)
     out = model.predict(ds, verbose=0)
-    return _unpack_predictions(out)
+    return unpack_predictions(out)
 
 
-def _unpack_predictions(out: Any) -> tuple[np.ndarray, np.ndarray]:
+def unpack_predictions(out: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(out, dict):
         scores, boxes = out["class"], out["bbox"]
     else:
@@ -180,6 +153,11 @@ def average_precision(scores: np.ndarray, is_tp: np.ndarray, n_positives: int) -
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
+def is_face(score: Any, threshold: float) -> Any:
+    """The one rule from a presence score to a detection: ``score >= threshold`` (works on arrays too)."""
+    return score >= threshold
+
+
 def compute_metrics(
     samples: Sequence[Sample], scores: np.ndarray, boxes: np.ndarray, threshold: float = 0.5
 ) -> Metrics:
@@ -195,7 +173,7 @@ def compute_metrics(
         return m
     has = np.array([s.box is not None for s in samples], bool)
     true = np.array([s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float64)
-    pred = scores >= threshold
+    pred = is_face(scores, threshold)
     ious = box_iou(true, boxes)
     m.n_faces = int(has.sum())
     m.n_no_face = int(n - has.sum())
@@ -254,7 +232,7 @@ def validation_score(
         return 0.0
     has = np.array([s.box is not None for s in samples], bool)
     true = np.array([s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float64)
-    pred = np.asarray(scores).reshape(-1) >= threshold
+    pred = is_face(np.asarray(scores).reshape(-1), threshold)
     ious = box_iou(true, boxes)
     per = np.where(has, pred * ious, (~pred).astype(np.float64))
     return float(per.mean())
@@ -283,26 +261,63 @@ def evaluate_run(
     threshold: float = 0.5,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Metrics:
-    """Evaluate ``run_dir/model.keras`` on ``test_samples``.
+    """Evaluate a run's Keras model on ``test_samples``.
 
-    Writes ``run_dir/metrics.json`` (numbers, threshold, time) and
-    ``run_dir/per_image.json`` (worst first), both atomically.
+    Writes the run's metrics (numbers, threshold, time) and per-image results
+    (worst first) with :func:`facetrack.runs.write_metrics`. Raises
+    :class:`facetrack.runs.RunError` when the run's settings contradict its model's input size.
     """
     from facetrack.model import load_model
+    from facetrack.runs import KERAS_FILE, check_input_size, write_metrics
 
     run_dir = Path(run_dir)
-    model = load_model(run_dir / "model.keras")
-    input_size = int(model.input_shape[1])
-    settings_path = run_dir / "settings.json"
-    if settings_path.is_file():
-        with contextlib.suppress(KeyError, ValueError, TypeError, json.JSONDecodeError):
-            input_size = int(json.loads(settings_path.read_text())["settings"]["input_size"])
+    model = load_model(run_dir / KERAS_FILE)
+    input_size = check_input_size(run_dir, int(model.input_shape[1]))
     t0 = time.time()
     metrics = evaluate(model, test_samples, input_size, threshold, batch_size)
     doc = metrics.to_dict()
     doc["seconds"] = round(time.time() - t0, 3)
     doc["evaluated"] = time.time()
-    doc["model"] = "model.keras"
-    atomic_write_json(run_dir / "metrics.json", doc)
-    atomic_write_json(run_dir / "per_image.json", metrics.per_image_dicts(worst_first=True))
+    write_metrics(run_dir, doc, metrics.per_image_dicts(worst_first=True))
     return metrics
+
+
+# --------------------------------------------------------------------------- against a reference detector
+
+
+@dataclass
+class ReferenceResult:
+    """What a reference detector (MTCNN) found on one test photo, against its true box."""
+
+    box: Any = None  # facetrack.labels.Box of its best face, or None (no face)
+    score: float | None = None
+    iou: float | None = None  # with the true box; 0.0 when it missed a face; None for a no-face photo
+
+    @property
+    def found(self) -> bool:
+        return self.box is not None
+
+
+def reference_result(true_box: Any, suggestions: Sequence[Any]) -> ReferenceResult:
+    """Score a reference detector's ``suggestions`` (``.box``, ``.score``) on one photo with ``true_box``.
+
+    Its best-scored box is its answer; the IoU is against ``true_box`` (None
+    when the photo has no face; 0.0 when it has one and nothing was found).
+    """
+    best = max(suggestions, key=lambda s: float(s.score), default=None)
+    if best is None:
+        return ReferenceResult(iou=0.0 if true_box is not None else None)
+    overlap = None
+    if true_box is not None:
+        overlap = float(box_iou(np.array([true_box.to_list()]), np.array([best.box.to_list()]))[0])
+    return ReferenceResult(best.box, float(best.score), overlap)
+
+
+def compare_with_reference(ours: Sequence[float], theirs: Sequence[float], margin: float = 0.02) -> str:
+    """Who wins on mean IoU over the same face photos: ``"model"``, ``"reference"`` or ``"tie"`` (within ``margin``)."""
+    a, b = float(np.mean(ours)), float(np.mean(theirs))
+    if a > b + margin:
+        return "model"
+    if b > a + margin:
+        return "reference"
+    return "tie"

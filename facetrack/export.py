@@ -22,6 +22,7 @@ integer quantization calibrated on ``representative_images``, about 11 ms.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -31,11 +32,12 @@ from typing import Any
 import numpy as np
 
 from facetrack.fileio import atomic_write_bytes
+from facetrack.runs import KERAS_FILE, TFLITE_FILE
+
+log = logging.getLogger(__name__)
 
 QUANTIZE_MODES = ("none", "dynamic", "int8")
 EXPORT_FORMATS = ("keras", "tflite")
-KERAS_FILE = "model.keras"
-TFLITE_FILE = "model.tflite"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("class", "bbox")
 
@@ -265,3 +267,27 @@ def export_run(
     if dest.is_dir():
         dest = dest / f"{run_dir.name}{out.suffix}"
     return _copy_atomic(out, dest)
+
+
+def labelme_zip(project: Any) -> bytes:
+    """All photos of ``project`` and their labelme files, as the labelme app opens them.
+
+    ``<project name>/images/<id>.jpg`` and ``<project name>/labels/<id>.json``
+    (a photo without a label file has no JSON); photos deleted meanwhile are skipped.
+    """
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for image_id in project.image_ids():
+            try:
+                data = project.image_path(image_id).read_bytes()
+            except OSError:
+                continue  # deleted meanwhile
+            zf.writestr(f"{project.name}/images/{image_id}.jpg", data)
+            with contextlib.suppress(OSError):  # not labelled yet
+                zf.writestr(
+                    f"{project.name}/labels/{image_id}.json", project.label_path(image_id).read_bytes()
+                )
+    return buf.getvalue()

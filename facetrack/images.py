@@ -9,8 +9,8 @@ re-encoded as JPEG by :func:`encode_jpeg`.
 
 from __future__ import annotations
 
-import contextlib
 import io
+import logging
 import os
 import warnings
 
@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facetrack.fileio import FileTooLarge, read_capped
+
+log = logging.getLogger(__name__)
 
 # Refuse files that declare more pixels than this before decoding them.
 MAX_PIXELS = 80_000_000
@@ -67,8 +69,10 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: the image is corrupt or truncated ({exc})") from exc
-    with contextlib.suppress(Exception):  # a broken EXIF block is not a reason to refuse the pixels
+    try:
         img = ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - a broken EXIF block is not a reason to refuse the pixels
+        log.info("%s: EXIF orientation ignored (%s: %s)", name, type(exc).__name__, exc)
     arr = _to_rgb8(img)
     if min(arr.shape[:2]) < MIN_SIDE:
         raise ImageError(f"{name}: {arr.shape[1]}x{arr.shape[0]} pixels is too small (at least {MIN_SIDE})")

@@ -35,25 +35,32 @@ binary cross-entropy for ``class``; :class:`LocalizationLoss` for ``bbox``.
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import keras
-from keras import layers, ops
+from keras import layers
 
 from facetrack.fileio import FileTooLarge, check_zip_sizes
+from facetrack.layers import (
+    AddCoords,
+    GridBoxDecoder,
+    LocalizationLoss,
+    MaxOverGrid,
+    MirrorBox,
+    MirrorImage,
+    Preprocess,
+    SortCorners,
+)
+from facetrack.weights import VGG16_NOTOP_FILE, VGG16_NOTOP_MD5, VGG16_NOTOP_URL, keras_models_dir
+
+log = logging.getLogger(__name__)
 
 BACKBONES = ("vgg16", "compact")
 DEFAULT_INPUT_SIZE = 120
-VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-VGG16_NOTOP_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
-    "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-)
-VGG16_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"
-IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 # Default loss weights: total = loc + 0.5 * class, as in the tutorial.
 DEFAULT_LOSS_WEIGHTS = {"bbox": 1.0, "class": 0.5}
 
@@ -64,150 +71,6 @@ class WeightsUnavailable(RuntimeError):
 
 class ModelLoadError(ValueError):
     """A model file could not be loaded; the message says why in plain words."""
-
-
-# --------------------------------------------------------------------------- layers
-
-
-@keras.saving.register_keras_serializable(package="facetrack")
-class Preprocess(layers.Layer):
-    """Turn RGB pixels 0..255 into what the backbone expects.
-
-    ``mode="vgg16"``: the same as ``keras.applications.vgg16.preprocess_input``
-    (RGB -> BGR, subtract the ImageNet channel means). ``mode="scale"``:
-    ``x / 127.5 - 1`` (pixels to [-1, 1]). Shape is unchanged ``(N, S, S, 3)``.
-    """
-
-    def __init__(self, mode: str = "vgg16", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if mode not in ("vgg16", "scale"):
-            raise ValueError(f"unknown preprocessing mode {mode!r}")
-        self.mode = mode
-
-    def call(self, x):
-        x = ops.cast(x, "float32")
-        if self.mode == "vgg16":
-            x = ops.flip(x, axis=-1)
-            return x - ops.reshape(ops.convert_to_tensor(IMAGENET_BGR_MEAN, "float32"), (1, 1, 1, 3))
-        return x / 127.5 - 1.0
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "mode": self.mode}
-
-
-@keras.saving.register_keras_serializable(package="facetrack")
-class AddCoords(layers.Layer):
-    """CoordConv: append two channels holding each cell's normalized x and y centre.
-
-    ``(N, H, W, C)`` -> ``(N, H, W, C + 2)``; values in [0, 1].
-    """
-
-    def call(self, x):
-        shape = ops.shape(x)
-        h, w = shape[1], shape[2]
-        ys = (ops.cast(ops.arange(h), "float32") + 0.5) / ops.cast(h, "float32")
-        xs = (ops.cast(ops.arange(w), "float32") + 0.5) / ops.cast(w, "float32")
-        yy = ops.broadcast_to(ops.reshape(ys, (1, -1, 1, 1)), (shape[0], h, w, 1))
-        xx = ops.broadcast_to(ops.reshape(xs, (1, 1, -1, 1)), (shape[0], h, w, 1))
-        return ops.concatenate([ops.cast(x, "float32"), xx, yy], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], input_shape[-1] + 2)
-
-
-@keras.saving.register_keras_serializable(package="facetrack")
-class GridBoxDecoder(layers.Layer):
-    """Collapse per-cell predictions ``(N, G, G, 5)`` into one box ``(N, 4)``.
-
-    Channel 0 is the cell's "face is here" logit, 1..2 move the box centre from
-    the cell centre (``tanh``, at most ``reach`` cells), 3..4 are the box width
-    and height (sigmoid, as a fraction of the image). The cell logits are
-    softmax-normalized over the grid and the cell boxes (centre, size) are
-    averaged with those weights; the result is returned as clipped
-    ``[x1, y1, x2, y2]`` in [0, 1].
-    """
-
-    def __init__(self, reach: float = 1.5, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.reach = float(reach)
-
-    def call(self, p):
-        shape = ops.shape(p)
-        gh, gw = shape[1], shape[2]
-        fh, fw = ops.cast(gh, "float32"), ops.cast(gw, "float32")
-        ys = (ops.cast(ops.arange(gh), "float32") + 0.5) / fh
-        xs = (ops.cast(ops.arange(gw), "float32") + 0.5) / fw
-        cx = ops.reshape(xs, (1, 1, -1)) + ops.tanh(p[..., 1]) * self.reach / fw
-        cy = ops.reshape(ys, (1, -1, 1)) + ops.tanh(p[..., 2]) * self.reach / fh
-        bw = ops.sigmoid(p[..., 3])
-        bh = ops.sigmoid(p[..., 4])
-        logits = ops.reshape(p[..., 0], (shape[0], -1))
-        att = ops.reshape(ops.softmax(logits, axis=-1), (shape[0], gh, gw))
-
-        def wsum(v):
-            return ops.sum(att * v, axis=(1, 2))
-
-        mcx, mcy, mw, mh = wsum(cx), wsum(cy), wsum(bw), wsum(bh)
-        box = ops.stack([mcx - mw / 2, mcy - mh / 2, mcx + mw / 2, mcy + mh / 2], axis=-1)
-        return ops.clip(box, 0.0, 1.0)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], 4)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "reach": self.reach}
-
-
-@keras.saving.register_keras_serializable(package="facetrack")
-class MaxOverGrid(layers.Layer):
-    """``(N, G, G, C)`` -> ``(N, C)``: maximum over the grid of channel 0..C."""
-
-    def call(self, x):
-        return ops.max(x, axis=(1, 2))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1])
-
-
-# --------------------------------------------------------------------------- losses
-
-
-@keras.saving.register_keras_serializable(package="facetrack")
-class LocalizationLoss(keras.losses.Loss):
-    """Box loss: squared error of the top-left corner plus squared error of width and height.
-
-    ``y_true`` and ``y_pred`` are ``(N, 4)`` normalized ``[x1, y1, x2, y2]``.
-    An image without a face has the target ``[0, 0, 0, 0]`` (no area) and does
-    not count. Per face image:
-    ``(x1-x1')^2 + (y1-y1')^2 + (w-w')^2 + (h-h')^2``; the loss is the mean over
-    the face images of the batch (not a sum); a batch with no face gives 0.
-    """
-
-    def __init__(self, name: str = "localization_loss", **kwargs: Any) -> None:
-        kwargs.setdefault("reduction", "sum_over_batch_size")
-        super().__init__(name=name, **kwargs)
-
-    def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, "float32")
-        y_pred = ops.cast(y_pred, "float32")
-        mask = ops.cast((y_true[:, 2] - y_true[:, 0]) > 0, "float32")
-        d_xy = ops.sum(ops.square(y_true[:, :2] - y_pred[:, :2]), axis=-1)
-        wh_t = y_true[:, 2:] - y_true[:, :2]
-        wh_p = y_pred[:, 2:] - y_pred[:, :2]
-        d_wh = ops.sum(ops.square(wh_t - wh_p), axis=-1)
-        per = (d_xy + d_wh) * mask
-        n = ops.cast(ops.shape(per)[0], "float32")
-        n_faces = ops.maximum(ops.sum(mask), 1.0)
-        # The reduction divides by N, so scale to get a mean over face images.
-        return per * (n / n_faces)
-
-
-def localization_loss(y_true, y_pred):
-    """Functional form of :class:`LocalizationLoss` (a scalar)."""
-    return LocalizationLoss()(y_true, y_pred)
 
 
 def compile_model(
@@ -231,12 +94,6 @@ def compile_model(
 
 
 # --------------------------------------------------------------------------- weights
-
-
-def keras_models_dir() -> Path:
-    """The folder where Keras keeps downloaded weights (``$KERAS_HOME/models``, default ``~/.keras/models``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models"
 
 
 def _offline_message(folder: Path, reason: str) -> str:
@@ -325,25 +182,6 @@ def _vgg16_parts(weights: Any, input_size: int) -> tuple[keras.Model, keras.Mode
     return feature_model, head_model
 
 
-@keras.saving.register_keras_serializable(package="facetrack")
-class SortCorners(layers.Layer):
-    """``(N, 4)`` -> ``(N, 4)``: make any two corners ``[x1, y1, x2, y2]`` with x1<=x2, y1<=y2."""
-
-    def call(self, b):
-        return ops.stack(
-            [
-                ops.minimum(b[:, 0], b[:, 2]),
-                ops.minimum(b[:, 1], b[:, 3]),
-                ops.maximum(b[:, 0], b[:, 2]),
-                ops.maximum(b[:, 1], b[:, 3]),
-            ],
-            axis=-1,
-        )
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
 def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, dilation: int = 1, name: str = ""):
     x = layers.Conv2D(
         filters,
@@ -387,7 +225,6 @@ COMPACT_BLOCKS: tuple[tuple[str, int, int, int], ...] = (
 )
 # End on the S/8 grid (15x15 at 120x120) rather than S/16: the deep map is resized up
 # and added to the last S/8 map (a small feature pyramid), which helps small faces.
-COMPACT_FINE_GRID = True
 COMPACT_FINE_WIDTH = 64
 # Faster moving statistics than Keras' 0.99: short trainings from scratch end with usable BN stats.
 BN_MOMENTUM = 0.9
@@ -396,10 +233,8 @@ BN_MOMENTUM = 0.9
 def _compact_parts(
     input_size: int,
     blocks: tuple[tuple[str, int, int, int], ...] | None = None,
-    fine_grid: bool | None = None,
 ) -> tuple[keras.Model, keras.Model]:
     blocks = COMPACT_BLOCKS if blocks is None else blocks
-    fine = COMPACT_FINE_GRID if fine_grid is None else fine_grid
     inp = keras.Input((input_size, input_size, 3), name="image", dtype="float32")
     x = Preprocess("scale", name="preprocess")(inp)
     skip = None
@@ -412,7 +247,7 @@ def _compact_parts(
         else:
             x = _sep_bn(x, filters, strides=stride, dilation=dilation, name=f"s{i}")
     w4 = blocks[-1][1]
-    if fine and skip is not None:
+    if skip is not None:
         # Top-down: the deep map, resized up to the finer grid, plus the finer map itself,
         # so small faces get cells of their own size.
         h, w = int(skip.shape[1]), int(skip.shape[2])
@@ -492,28 +327,6 @@ def build_model(
     return compose(*build_parts(backbone, weights, input_size))
 
 
-@keras.saving.register_keras_serializable(package="facetrack")
-class MirrorImage(layers.Layer):
-    """``(N, S, S, 3)`` -> the same images mirrored left-right."""
-
-    def call(self, x):
-        return ops.flip(x, axis=2)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-@keras.saving.register_keras_serializable(package="facetrack")
-class MirrorBox(layers.Layer):
-    """``(N, 4)`` boxes ``[x1, y1, x2, y2]`` found in a mirrored image -> boxes in the original image."""
-
-    def call(self, b):
-        return ops.stack([1.0 - b[:, 2], b[:, 1], 1.0 - b[:, 0], b[:, 3]], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
 def with_mirror_average(model: keras.Model) -> keras.Model:
     """The detector run on the image and on its mirror image, the two answers averaged.
 
@@ -531,11 +344,6 @@ def with_mirror_average(model: keras.Model) -> keras.Model:
     cls = layers.Average(name="class")([plain["class"], mirrored["class"]])
     box = layers.Average(name="bbox")([plain["bbox"], MirrorBox(name="mirror_box")(mirrored["bbox"])])
     return keras.Model(inp, {"class": cls, "bbox": box}, name=model.name)
-
-
-def model_backbone(model: keras.Model) -> str:
-    """``"vgg16"`` or ``"compact"`` for a model built here (by its name)."""
-    return "vgg16" if "vgg16" in model.name else "compact"
 
 
 def split_parts(model: keras.Model) -> tuple[keras.Model, keras.Model]:
@@ -595,5 +403,5 @@ def _output_names(model: keras.Model) -> list[str]:
         return list(out.keys())
     try:
         return list(model.output_names)
-    except Exception:  # noqa: BLE001
+    except (AttributeError, TypeError, ValueError):
         return []

@@ -29,6 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facetrack.evaluate import is_face
 from facetrack.labels import Box, LabelError
 
 MTCNN_SOURCE = "mtcnn"
@@ -137,7 +138,7 @@ class RunSuggester:
     def __call__(self, rgb: np.ndarray) -> list[Suggestion]:
         rgb = _as_rgb_uint8(rgb)
         score, box = self._detector.predict_raw(rgb, color="rgb")
-        if score < self.min_score:
+        if not is_face(score, self.min_score):
             return []
         return [Suggestion(box, float(score), str(self.run_dir))]
 

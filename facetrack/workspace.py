@@ -21,6 +21,7 @@ several browser tabs and the command line can work on one project at once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -32,13 +33,15 @@ from pathlib import Path
 import numpy as np
 
 from facetrack.fileio import atomic_write_bytes, atomic_write_json, file_lock, read_json
-from facetrack.images import decode_image, encode_jpeg, limit_size, to_rgb
-from facetrack.labels import Box, Label, LabelError, read_labelme, write_labelme
+from facetrack.images import MAX_SIDE, MIN_SIDE, ImageError, decode_image, encode_jpeg, limit_size, to_rgb
+from facetrack.labels import Box, Label, LabelError, labelme_bytes, read_labelme, write_labelme
+from facetrack.textsafe import clean_name
 
 WORKSPACE_ENV = "FACETRACK_HOME"
 DEFAULT_RATIOS = (0.70, 0.15, 0.15)
 _ID_RE = re.compile(r"^[0-9]{13}-[0-9a-f]{6}$")
 _NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
+logger = logging.getLogger(__name__)
 
 
 class WorkspaceError(ValueError):
@@ -202,6 +205,7 @@ class Project:
         Raises :class:`facetrack.images.ImageError` for unusable images and
         :class:`facetrack.labels.LabelError` for a label of another size.
         """
+        original_name = clean_name(original_name) if original_name else original_name
         name = original_name or "image"
         rgb = decode_image(source, name) if isinstance(source, bytes) else to_rgb(source, color)
         h0, w0 = rgb.shape[:2]
@@ -211,6 +215,17 @@ class Project:
             )
         rgb = limit_size(rgb)
         h, w = rgb.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            raise ImageError(
+                f"{name}: {w0}x{h0} would be {w}x{h} pixels once fitted into {MAX_SIDE} pixels a side; too thin to use"
+            )
+        if label is not None:  # refuse a label that would not read back before anything is written
+            label = label.resized(w, h)
+            try:
+                labelme_bytes(label)
+            except LabelError as exc:
+                how = f"once resized from {w0}x{h0} to {w}x{h}, " if (w, h) != (w0, h0) else ""
+                raise LabelError(f"{name}: {how}{exc}") from exc
         now = time.time()
         image_id = new_image_id(captured_at if captured_at is not None else now)
         info = ImageInfo(
@@ -228,7 +243,7 @@ class Project:
         # meta first, image last: an image without meta is never listed half-made
         atomic_write_json(self.meta_path(image_id), asdict(info))
         if label is not None:
-            self._write_label(image_id, w, h, list(label.boxes))
+            self._write_label(image_id, label)
         atomic_write_bytes(self.image_path(image_id), data)
         return info
 
@@ -288,35 +303,75 @@ class Project:
             return None
 
     def boxes(self, image_id: str) -> list[Box] | None:
-        """Face boxes (normalized); [] = "no face"; None = not labelled or unreadable label."""
+        """Face boxes (normalized); [] = "no face"; None = not labelled, or unreadable label.
+
+        A label file that keeps only other shapes (people, cars) and was never
+        marked "no face" is not labelled for faces: None.
+        """
         try:
             label = self.read_label(image_id)
         except LabelError:
             return None
-        return None if label is None else list(label.boxes)
+        return list(label.boxes) if label is not None and label.is_labelled else None
+
+    def label_note(self, image_id: str) -> str | None:
+        """Why a photo with a label file still counts as not labelled, in plain words; None otherwise."""
+        try:
+            label = self.read_label(image_id)
+        except LabelError as exc:
+            return f"This photo's label file is damaged ({exc}): draw the boxes again to replace it."
+        if label is None or label.is_labelled:
+            return None
+        return (
+            f"This photo's label keeps {len(label.other_shapes)} other shape(s) but no face: "
+            "draw the faces, or mark it as having none (the other shapes stay)."
+        )
 
     def set_boxes(self, image_id: str, boxes: list[Box]) -> None:
-        """Save the image's face boxes (normalized) as labelme JSON; [] marks "no face"."""
+        """Save the image's face boxes (normalized) as labelme JSON; [] marks "no face".
+
+        Shapes, flags and keys of the file that FaceTrack does not use stay as
+        they are. Raises :class:`LabelError` for boxes that cannot be stored
+        (thinner than 2 pixels, more than :data:`facetrack.labels.MAX_SHAPES`).
+        """
         with self.lock():
             if not self.image_path(image_id).exists():
                 raise WorkspaceError("this photo was deleted (maybe in another tab)")
             info = self.info(image_id)
-            self._write_label(image_id, info.width, info.height, boxes)
+            self._write_label(image_id, self._current_label(image_id, info).with_boxes(list(boxes)))
 
-    def _write_label(self, image_id: str, width: int, height: int, boxes: list[Box]) -> None:
-        label = Label(image_path=f"../images/{image_id}.jpg", width=width, height=height, boxes=tuple(boxes))
-        write_labelme(self.label_path(image_id), label)
+    def _current_label(self, image_id: str, info: ImageInfo) -> Label:
+        """The stored label (for its kept shapes and keys), or an empty one."""
+        try:
+            label = self.read_label(image_id)
+        except LabelError as exc:
+            logger.warning("%s: unreadable label replaced: %s", image_id, exc)
+            label = None
+        if label is None or (label.width, label.height) != (info.width, info.height):
+            return Label(image_path="", width=info.width, height=info.height)
+        return label
+
+    def _write_label(self, image_id: str, label: Label) -> None:
+        write_labelme(self.label_path(image_id), replace(label, image_path=f"../images/{image_id}.jpg"))
 
     def clear_label(self, image_id: str) -> None:
-        """Mark the image as not labelled yet."""
+        """Mark the image as not labelled yet (other shapes the file keeps stay)."""
         with self.lock():
-            self.label_path(image_id).unlink(missing_ok=True)
+            try:
+                label = self.read_label(image_id)
+            except LabelError:
+                label = None
+            if label is not None and label.other_shapes:
+                self._write_label(image_id, replace(label.with_boxes([]), no_face=False))
+            else:
+                self.label_path(image_id).unlink(missing_ok=True)
 
     def labelled_ids(self) -> list[str]:
-        return [i for i in self.image_ids() if self.label_path(i).exists()]
+        """Images whose label says where the faces are (or that there is none)."""
+        return [i for i in self.image_ids() if self.label_path(i).exists() and self.boxes(i) is not None]
 
     def first_unlabelled(self) -> str | None:
-        return next((i for i in self.image_ids() if not self.label_path(i).exists()), None)
+        return next((i for i in self.image_ids() if self.boxes(i) is None), None)
 
     # -- split ------------------------------------------------------------------
     def split(self, ratios: tuple[float, float, float] = DEFAULT_RATIOS) -> dict[str, str]:
@@ -341,6 +396,22 @@ class Project:
             if new != current:
                 atomic_write_json(path, new)
             return new
+
+    def stored_split(self) -> dict[str, str]:
+        """The split as ``split.json`` stores it (image id -> side), for views: reads only, assigns nothing.
+
+        Labelled photos not assigned yet are missing; :meth:`split` assigns them.
+        """
+        from facetrack.split import SPLITS
+
+        try:
+            current = read_json(self.path / "split.json")
+        except (FileNotFoundError, ValueError):
+            return {}
+        if not isinstance(current, dict):
+            return {}
+        alive = set(self.image_ids())
+        return {k: v for k, v in current.items() if v in SPLITS and k in alive}
 
     def _group_key(self, image_id: str) -> str:
         info = self.info(image_id)
@@ -367,8 +438,10 @@ class Project:
 
     def latest_run(self, with_model: bool = True) -> Path | None:
         """The newest run (with a saved model, unless ``with_model`` is False)."""
+        from facetrack.runs import has_model
+
         for run in self.runs():
-            if not with_model or (run / "model.keras").exists():
+            if not with_model or has_model(run):
                 return run
         return None
 

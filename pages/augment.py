@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import fields
 
 import streamlit as st
 
-from facetrack.augment import AugmentSettings, counts, is_stale, preview
+from facetrack.augment import AugmentSettings, preview
+from facetrack.data import AUGMENTED_SETTINGS_FILE
 from facetrack.fileio import read_json
 from facetrack.images import ImageError, read_rgb
-from facetrack.jobs import JobError, augment_state, request_augment_stop, start_augment
+from facetrack.jobs import JobError, start_augment
 from facetrack.limits import AUGMENT_LIMITS as LIMITS
+from facetrack.progress import RateEstimate, format_time_left
+from facetrack.tasks import augment_state, request_augment_stop
 from facetrack.workspace import Project, WorkspaceError
-from ui.common import header, require_project
+from ui.common import header, require_project, training_set_counts, training_set_stale
 from ui.images import BOX_RGB, draw_boxes
 
 PREVIEW_COUNT = 8
@@ -23,7 +25,7 @@ DEFAULTS = AugmentSettings()
 def remembered_settings(project: Project) -> AugmentSettings:
     """The settings of the last generation (``augmented/settings.json``), else the defaults."""
     try:
-        doc = read_json(project.augmented_dir / "settings.json").get("settings") or {}
+        doc = read_json(project.augmented_dir / AUGMENTED_SETTINGS_FILE).get("settings") or {}
         return AugmentSettings.from_dict(doc)
     except (FileNotFoundError, ValueError, TypeError, AttributeError):
         return AugmentSettings()
@@ -42,12 +44,6 @@ def settings_from_widgets() -> AugmentSettings:
     """The settings the sliders show. Raises ValueError with the reason when they do not fit."""
     doc = {f.name: st.session_state[widget_key(f.name)] for f in fields(AugmentSettings)}
     return AugmentSettings.from_dict(doc)
-
-
-def fmt_eta(seconds: float) -> str:
-    if seconds < 60:
-        return f"about {max(1, round(seconds))} s left"
-    return f"about {round(seconds / 60)} min left"
 
 
 # -- the page ----------------------------------------------------------------------------
@@ -207,15 +203,14 @@ def generation_panel() -> None:
     previous = st.session_state.get("aug_prev_state")
     st.session_state["aug_prev_state"] = state.get("state")
     if running:
-        seen = st.session_state.setdefault("aug_eta_start", (time.time(), done))
-        rate = (done - seen[1]) / max(1e-6, time.time() - seen[0])
-        eta = f" · {fmt_eta((total - done) / rate)}" if rate > 0 and total > done else ""
+        left = st.session_state.setdefault("aug_eta", RateEstimate()).update(done, total)
+        eta = f" · {format_time_left(left)}" if total > done else ""
         st.progress(done / total if total else 0.0, text=f"Generating: {done} of {total} photos{eta}")
         if st.button("Stop", icon=":material/stop_circle:", key="aug_stop"):
             request_augment_stop(project)
             st.toast("Stopping after the current photos...")
         return
-    st.session_state.pop("aug_eta_start", None)
+    st.session_state.pop("aug_eta", None)
     if previous == "running":
         st.rerun()  # finished: refresh the counts below
     kind = state.get("state")
@@ -247,8 +242,8 @@ with previews:
     generation_panel()
 
     try:
-        n = counts(project)
-        stale = is_stale(project)
+        n = training_set_counts(project)
+        stale = training_set_stale(project)
     except (OSError, ValueError) as exc:
         st.error(f"Could not read the generated set: {exc}")
         n, stale = {}, False

@@ -7,6 +7,7 @@ import streamlit as st
 from facetrack.images import ImageError
 from facetrack.importer import ImportError_, import_files
 from facetrack.labels import LabelError
+from facetrack.textsafe import markdown_safe
 from facetrack.workspace import Project, WorkspaceError
 from ui.common import header, require_project
 from ui.images import page_count, page_slice, thumbnail
@@ -32,11 +33,12 @@ def import_uploads(project: Project, files: list[tuple[str, bytes]]) -> None:
         with st.spinner(f"Importing {len(files)} file(s)..."):
             report = import_files(project, files)
     except (ImportError_, ImageError, LabelError, WorkspaceError, OSError) as exc:
-        st.session_state["capture_flash"] = ("error", f"Nothing imported: {exc}", [])
+        st.session_state["capture_flash"] = ("error", f"Nothing imported: {markdown_safe(str(exc))}", [])
         return
-    details = [f":green[:material/check:] {name}" for name, _ in report.added]
-    details += [f":red[:material/close:] {name}: {why}" for name, why in report.skipped]
-    details += [f":blue[:material/info:] {name}: {note}" for name, note in report.notes]
+    md = markdown_safe  # file names (and reasons quoting them) are data, not markup
+    details = [f":green[:material/check:] {md(name)}" for name, _ in report.added]
+    details += [f":red[:material/close:] {md(name)}: {md(why)}" for name, why in report.skipped]
+    details += [f":blue[:material/info:] {md(name)}: {md(note)}" for name, note in report.notes]
     kind = "success" if report.added and not report.skipped else ("warning" if report.added else "error")
     text = report.summary() + "."
     if not report.added:

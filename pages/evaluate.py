@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
-import io
-import json
-import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,9 +14,12 @@ import streamlit as st
 # Load WebRTC's native libraries before anything loads TensorFlow (a SIGSEGV otherwise).
 import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
 
-from facetrack.augment import load_samples
+from facetrack import runs as run_files
+from facetrack.data import list_samples
+from facetrack.evaluate import compare_with_reference, is_face, reference_result
+from facetrack.export import labelme_zip
 from facetrack.images import ImageError, encode_jpeg, read_rgb
-from facetrack.labels import Box, LabelError, iou
+from facetrack.labels import Box, LabelError
 from facetrack.workspace import Project
 from ui.common import header, model_download, pick_run, require_project
 from ui.images import BOX_RGB, draw_boxes, shrink
@@ -48,13 +48,6 @@ header(
 
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, int | float) and not isinstance(v, bool) else "–"
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _box(values: Any) -> Box | None:
@@ -108,24 +101,15 @@ def annotated(path: Path, true_box: Box | None, boxes: list[tuple[Box, tuple, st
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
-def _pretrained(path: str, mtime: float) -> tuple[tuple[float, float, float, float], float] | None | str:
-    """Best box (normalized) and score of the ready-made detector on one photo; None = no face; str = error."""
+def _pretrained(path: str, mtime: float) -> list[tuple[tuple[float, ...], float]] | str:
+    """The ready-made detector's faces (normalized box, score) on one photo; str = why it could not run."""
     del mtime
     suggest = importlib.import_module("facetrack.suggest")
     try:
-        rgb = read_rgb(Path(path))
-        found = suggest.suggest_boxes(rgb)
+        found = suggest.suggest_boxes(read_rgb(Path(path)))
     except Exception as exc:  # noqa: BLE001 - shown as a plain message, never a traceback
         return f"{type(exc).__name__}: {exc}"
-    best = None
-    for item in found or []:
-        box = getattr(item, "box", item)
-        score = float(getattr(item, "score", 1.0))
-        if not isinstance(box, Box):
-            box = _box(box)
-        if box is not None and (best is None or score > best[1]):
-            best = (tuple(box.to_list()), score)
-    return best
+    return [(tuple(f.box.to_list()), float(f.score)) for f in found]
 
 
 def pretrained_available() -> str | None:
@@ -137,23 +121,6 @@ def pretrained_available() -> str | None:
     if not hasattr(suggest, "suggest_boxes"):
         return "the ready-made detector is not available in this version"
     return None
-
-
-def labelled_zip(project: Project) -> bytes:
-    """All photos and their labelme files, as the labelme app opens them (images/ and labels/)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for image_id in project.image_ids():
-            label = project.label_path(image_id)
-            image = project.image_path(image_id)
-            try:
-                data = image.read_bytes()
-            except OSError:
-                continue  # deleted meanwhile
-            zf.writestr(f"{project.name}/images/{image_id}.jpg", data)
-            with contextlib.suppress(OSError):  # not labelled yet
-                zf.writestr(f"{project.name}/labels/{image_id}.json", label.read_bytes())
-    return buf.getvalue()
 
 
 def show_metrics(m: dict[str, Any]) -> None:
@@ -173,6 +140,20 @@ def show_metrics(m: dict[str, Any]) -> None:
         st.caption(f"Note: {note}.")
 
 
+VERDICTS = {"model": "Your model wins", "reference": "The ready-made detector wins", "tie": "A tie"}
+
+
+def reference_text(true_box: Box | None, found: list, boxes: list, theirs: list[float]) -> str:
+    """Caption of the ready-made detector's answer; adds its box to ``boxes`` and its IoU to ``theirs``."""
+    result = reference_result(true_box, [SimpleNamespace(box=Box(*b), score=sc) for b, sc in found])
+    if result.iou is not None:
+        theirs.append(result.iou)
+    if not result.found:
+        return "ready-made: no face" + (" ✗" if true_box is not None else " ✓")
+    boxes.append((result.box, PRETRAINED_RGB, "MTCNN"))
+    return f"ready-made: IoU {result.iou:.2f}" if true_box is not None else "ready-made: saw a face ✗"
+
+
 def show_gallery(items: list[dict[str, Any]], compare: bool) -> None:
     st.caption(
         "Green: the box you drew. Orange: your model's box and score."
@@ -187,7 +168,7 @@ def show_gallery(items: list[dict[str, Any]], compare: bool) -> None:
         true_box = _box(item["true_box"]) if item.get("true_box") else None
         pred = _box(item.get("pred_box") or [])
         score = float(item.get("score", 0.0))
-        said_face = score >= float(item.get("threshold", 0.5))
+        said_face = is_face(score, float(item.get("threshold", 0.5)))
         boxes = [(pred, PRED_RGB, f"{score:.2f}")] if pred is not None and said_face else []
         yours_text = (
             f"IoU {item['iou']:.2f}, score {score:.2f}"
@@ -205,19 +186,8 @@ def show_gallery(items: list[dict[str, Any]], compare: bool) -> None:
             found = _pretrained(str(path), mtime)
             if isinstance(found, str):
                 errors.append(found)
-            elif found is None:
-                theirs_text = "ready-made: no face" + (" ✗" if true_box is not None else " ✓")
-                if true_box is not None:
-                    theirs.append(0.0)
             else:
-                box = Box(*found[0])
-                boxes.append((box, PRETRAINED_RGB, "MTCNN"))
-                if true_box is not None:
-                    v = iou(true_box.to_list(), box.to_list())
-                    theirs.append(v)
-                    theirs_text = f"ready-made: IoU {v:.2f}"
-                else:
-                    theirs_text = "ready-made: saw a face ✗"
+                theirs_text = reference_text(true_box, found, boxes, theirs)
         with cols[i % 3]:
             data = annotated(path, true_box, boxes)
             if data is None:
@@ -231,11 +201,7 @@ def show_gallery(items: list[dict[str, Any]], compare: bool) -> None:
         st.error(f"The ready-made detector could not run: {errors[0]}")
     if compare and ours and theirs and len(ours) == len(theirs):
         a, b = float(np.mean(ours)), float(np.mean(theirs))
-        verdict = (
-            "Your model wins"
-            if a > b + 0.02
-            else ("The ready-made detector wins" if b > a + 0.02 else "A tie")
-        )
+        verdict = VERDICTS[compare_with_reference(ours, theirs)]
         st.info(
             f"On these {len(ours)} face photos: your model's mean IoU {a:.2f}, the ready-made detector's {b:.2f}. "
             f"{verdict}."
@@ -243,7 +209,7 @@ def show_gallery(items: list[dict[str, Any]], compare: bool) -> None:
 
 
 def model_downloads(run_dir: Path) -> None:
-    keras_path, tflite_path = run_dir / "model.keras", run_dir / "model.tflite"
+    keras_path, tflite_path = run_dir / run_files.KERAS_FILE, run_dir / run_files.TFLITE_FILE
     c1, c2, c3 = st.columns(3)
     model_download(c1, keras_path, "Model (.keras)", key="eval-dl-keras")
     if tflite_path.is_file():
@@ -252,7 +218,7 @@ def model_downloads(run_dir: Path) -> None:
         c2.caption("No .tflite file yet: make one on the Train page.")
     c3.download_button(
         "Labelled photos (labelme .zip)",
-        data=functools.partial(labelled_zip, project),
+        data=functools.partial(labelme_zip, project),
         file_name=f"{project.name}-labelme.zip",
         mime="application/zip",
         icon=":material/folder_zip:",
@@ -264,7 +230,7 @@ def model_downloads(run_dir: Path) -> None:
 
 # -- the page ---------------------------------------------------------------------
 
-runs = [r for r in project.runs() if (r / "model.keras").is_file()]
+runs = [r for r in project.runs() if run_files.has_model(r)]
 if not runs:
     st.info("There is no trained model yet. Train one first; it appears here when a training saves a model.")
     st.page_link("pages/train.py", label="Go to 4. Train", icon=":material/model_training:")
@@ -274,9 +240,9 @@ run, state = pick_run(runs, "eval_run", "Each training run saves its best model.
 if state.active:
     st.caption("This training is still running: the model shown is its best so far.")
 
-test = load_samples(project, "test")
-metrics = _read_json(run / "metrics.json")
-per_image = _read_json(run / "per_image.json")
+test = list_samples(project.augmented_dir, "test", project.stored_split())
+metrics = run_files.read_metrics(run)
+per_image = run_files.read_per_image(run)
 
 if not test:
     st.warning(

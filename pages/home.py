@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from facetrack.workspace import WorkspaceError, create_project, list_projects, workspace_root
-from ui.common import current_project, header, select_project
+from ui.common import current_project, header, select_project, training_set_stale
 
 header(
     "FaceTrack",
@@ -63,10 +63,8 @@ except OSError as exc:
 stale = False
 if status.augmented:
     try:
-        from facetrack.augment import is_stale
-
-        stale = is_stale(project)
-    except Exception:  # noqa: BLE001 - a status hint must never break the home page
+        stale = training_set_stale(project)
+    except (OSError, ValueError):  # a status hint must never break the home page
         stale = True
 
 RECOMMENDED_PHOTOS = 60

@@ -7,6 +7,8 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
+from facetrack import runs as run_files
+from facetrack import suggest
 from facetrack.images import ImageError, read_rgb
 from facetrack.labels import Box, LabelError
 from facetrack.suggest import MTCNN_SOURCE, MtcnnSuggester, RunSuggester, SuggestError, Suggestion
@@ -21,7 +23,7 @@ SUGGESTION_COLOR = "#ff9800"
 # -- suggestions -----------------------------------------------------------------------
 @st.cache_resource(show_spinner="Loading the face finder (a few seconds, once)...")
 def mtcnn_suggester() -> MtcnnSuggester:
-    return MtcnnSuggester()
+    return suggest.mtcnn_suggester()  # the process-wide one (the Evaluate page's comparison shares it)
 
 
 @st.cache_resource(show_spinner="Loading your model...", max_entries=3)
@@ -39,7 +41,7 @@ def suggestions_for(project: Project, image_id: str, source: str) -> list[Sugges
         if source == MTCNN_SOURCE:
             suggester = mtcnn_suggester()
         else:
-            model = Path(source) / "model.keras"
+            model = Path(source) / run_files.KERAS_FILE
             suggester = run_suggester(source, model.stat().st_mtime if model.exists() else 0.0)
         with st.spinner("Looking for a face..."):
             cache[key] = suggester(rgb)

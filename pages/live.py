@@ -10,7 +10,8 @@ import streamlit as st
 # Load WebRTC's native libraries before anything loads TensorFlow (a SIGSEGV otherwise).
 import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
 
-from facetrack.detect import Detection, Detector, DetectorError, draw_detections
+from facetrack import runs as run_files
+from facetrack.detect import Detector, DetectorError, detections_from, draw_detections
 from facetrack.images import ImageError, decode_image, encode_jpeg
 from ui.common import header, pick_run, require_project
 from ui.live import LiveProcessor
@@ -34,7 +35,7 @@ def load_detector(run_dir: str, model_file: str, mtime: float, backend: str) -> 
 
 
 def get_detector(run: Path, engine: str) -> Detector:
-    tflite, keras_file = run / "model.tflite", run / "model.keras"
+    tflite, keras_file = run / run_files.TFLITE_FILE, run / run_files.KERAS_FILE
     use_tflite = engine == "litert" or (engine == "auto" and tflite.is_file())
     model_file = tflite if use_tflite else keras_file
     try:
@@ -71,7 +72,7 @@ def live_stats(proc: LiveProcessor) -> None:
 
 # -- choose a model ---------------------------------------------------------------
 
-runs = [r for r in project.runs() if (r / "model.keras").is_file() or (r / "model.tflite").is_file()]
+runs = [r for r in project.runs() if run_files.has_model(r) or run_files.has_tflite(r)]
 if not runs:
     st.info(
         "There is no trained model yet, so there is nothing to run on the camera. "
@@ -110,7 +111,7 @@ try:
     detector = get_detector(run, engine)
 except (DetectorError, ValueError, OSError) as exc:
     st.error(f"This model cannot be loaded: {exc}")
-    if not (run / "model.tflite").is_file() and engine == "litert":
+    if not run_files.has_tflite(run) and engine == "litert":
         st.caption("Choose the Keras engine, or make the .tflite file on the Train page.")
     st.page_link("pages/train.py", label="Go to 4. Train", icon=":material/model_training:")
     st.stop()
@@ -186,7 +187,7 @@ with photo_tab:
                 st.error(f"The detector failed on this photo: {exc}")
             else:
                 h, w = rgb.shape[:2]
-                found = [Detection.from_box(score, box, w, h)] if score >= threshold else []
+                found = detections_from(score, box, w, h, threshold)
                 drawn = draw_detections(np.array(rgb), found, color="rgb", copy=True)
                 st.image(encode_jpeg(drawn), caption=f"{w}×{h} photo")
                 if found:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -10,15 +9,20 @@ import streamlit as st
 # Load WebRTC's native libraries before anything loads TensorFlow (a SIGSEGV otherwise).
 import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
 
-from facetrack import jobs
-from facetrack.augment import counts, is_stale
+from facetrack import jobs, runs
 from facetrack.limits import TRAIN_LIMITS
+from facetrack.progress import format_time_left
 from facetrack.train import TrainSettings
+from facetrack.weights import vgg16_weights_cached
 from ui.charts import loss_figure, score_figure
-from ui.common import header, model_download, require_project, run_label
-
-# Same file and folder as facetrack.model (not imported here: it loads Keras, which takes seconds).
-VGG16_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+from ui.common import (
+    header,
+    model_download,
+    require_project,
+    run_label,
+    training_set_counts,
+    training_set_stale,
+)
 
 BACKBONES = {
     "vgg16": "VGG16 with ImageNet weights (as in the tutorial; best results)",
@@ -44,26 +48,7 @@ header(
 )
 
 
-def vgg16_weights_cached() -> bool:
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    path = Path(home) / "models" / VGG16_FILE
-    return path.is_file() and path.stat().st_size > 1_000_000
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimating time left"
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"about {seconds} s left"
-    minutes, sec = divmod(seconds, 60)
-    if minutes < 60:
-        return f"about {minutes} min {sec:02d} s left"
-    hours, minutes = divmod(minutes, 60)
-    return f"about {hours} h {minutes:02d} min left"
-
-
-def progress_text(state: jobs.RunState) -> tuple[float, str]:
+def progress_text(state: runs.RunState) -> tuple[float, str]:
     """(fraction 0..1, plain sentence) for the progress bar."""
     p = state.progress
     stage = p.get("stage")
@@ -81,12 +66,12 @@ def progress_text(state: jobs.RunState) -> tuple[float, str]:
     phase = PHASES.get(stage, "training")
     text = (
         f"Epoch {p.get('epoch')} of {epochs}, batch {p.get('batch')} of {p.get('batches')} "
-        f"({phase}) — {format_eta(p.get('eta_seconds'))}"
+        f"({phase}) — {format_time_left(p.get('eta_seconds'))}"
     )
     return state.fraction, text
 
 
-def show_scores(state: jobs.RunState) -> None:
+def show_scores(state: runs.RunState) -> None:
     last = state.history[-1] if state.history else {}
     c1, c2, c3 = st.columns(3)
     c1.metric(
@@ -107,7 +92,7 @@ def show_scores(state: jobs.RunState) -> None:
     )
 
 
-def show_curves(state: jobs.RunState, key: str) -> None:
+def show_curves(state: runs.RunState, key: str) -> None:
     if not state.history:
         st.caption("The curves appear after the first epoch.")
         return
@@ -119,12 +104,12 @@ def show_curves(state: jobs.RunState, key: str) -> None:
 @st.fragment(run_every=1.0)
 def live_training(run_dir: str) -> None:
     """Polls the run folder every second (the training itself runs in another process)."""
-    state = jobs.run_state(Path(run_dir))
+    state = runs.run_state(Path(run_dir))
     if not state.active:
         st.rerun()  # it ended: redraw the whole page (form and run list)
     frac, text = progress_text(state)
     st.progress(min(max(frac, 0.0), 1.0), text=text)
-    stopping = (Path(run_dir) / jobs.STOP_FILE).exists()
+    stopping = runs.stop_requested(Path(run_dir))
     if not stopping and st.button("Stop training", icon=":material/stop:", key="stop_training"):
         jobs.request_stop(Path(run_dir))
         stopping = True
@@ -135,7 +120,7 @@ def live_training(run_dir: str) -> None:
 
 
 def settings_form() -> None:
-    n = counts(project)
+    n = training_set_counts(project)
     st.subheader("New training")
     if n["train"] == 0:
         st.warning(
@@ -155,7 +140,7 @@ def settings_form() -> None:
         f"Training set: {n['train']} images ({n['train_faces']} with a face). "
         f"Validation: {n['val']} photos. Test: {n['test']} photos (kept for the Evaluate page)."
     )
-    if is_stale(project):
+    if training_set_stale(project):
         st.info("Some labelled photos are not in the training set yet. Generate it again to include them.")
         st.page_link("pages/augment.py", label="Update the training set", icon=":material/auto_awesome:")
     if n["val"] == 0:
@@ -231,17 +216,17 @@ def settings_form() -> None:
 
 
 def model_downloads(run_dir: Path, key: str) -> None:
-    keras_path = run_dir / "model.keras"
-    tflite_path = run_dir / "model.tflite"
+    keras_path = run_dir / runs.KERAS_FILE
+    tflite_path = run_dir / runs.TFLITE_FILE
     if not keras_path.is_file():
         return
     c1, c2 = st.columns(2)
-    model_download(c1, keras_path, "Download model.keras", key=f"dl-keras-{key}")
+    model_download(c1, keras_path, f"Download {runs.KERAS_FILE}", key=f"dl-keras-{key}")
     if tflite_path.is_file() and tflite_path.stat().st_mtime >= keras_path.stat().st_mtime:
         model_download(
-            c2, tflite_path, "Download model.tflite (for phones and live use)", key=f"dl-tflite-{key}"
+            c2, tflite_path, f"Download {runs.TFLITE_FILE} (for phones and live use)", key=f"dl-tflite-{key}"
         )
-    elif c2.button("Make model.tflite", icon=":material/build:", key=f"export-{key}"):
+    elif c2.button(f"Make {runs.TFLITE_FILE}", icon=":material/build:", key=f"export-{key}"):
         from facetrack.export import ExportError, export_run
 
         with st.spinner("Converting the model to TFLite (a few seconds)…"):
@@ -261,7 +246,7 @@ METRIC_LABELS = {
 }
 
 
-def show_run(state: jobs.RunState, key: str) -> None:
+def show_run(state: runs.RunState, key: str) -> None:
     s = state.settings
     if s:
         parts = [
@@ -301,23 +286,23 @@ def show_run(state: jobs.RunState, key: str) -> None:
 
 # -- the page ---------------------------------------------------------------------
 
-active = jobs.active_training(project)
+active = runs.active_training(project.path)
 if active is not None:
     st.subheader(f"Training now: {run_label(active)}")
     live_training(str(active))
 else:
     settings_form()
 
-runs = [r for r in project.runs() if r != active]
+project_runs = [r for r in project.runs() if r != active]
 st.divider()
 st.subheader("Past trainings")
-if not runs:
+if not project_runs:
     st.caption("None yet. Your trainings will be listed here, newest first.")
 else:
-    if any((r / "model.keras").exists() for r in runs):
+    if any(runs.has_model(r) for r in project_runs):
         st.page_link("pages/evaluate.py", label="Next: 5. Evaluate a model", icon=":material/fact_check:")
-    for i, run in enumerate(runs):
-        state = jobs.run_state(run)
+    for i, run in enumerate(project_runs):
+        state = runs.run_state(run)
         label, icon = STATE_TEXT.get(state.state, (state.state, ":material/help:"))
         with st.expander(f"{run_label(run)} — {label}", icon=icon, expanded=i == 0):
             show_run(state, key=run.name)

@@ -14,11 +14,22 @@ from pathlib import Path
 
 import streamlit as st
 
-from facetrack.jobs import RunState, run_state
+from facetrack.data import is_stale, sample_counts
+from facetrack.runs import RunState, run_state
 from facetrack.workspace import Project, WorkspaceError, list_projects, open_project, workspace_root
 from ui import use_app_navigation
 
 PASSWORD_ENV = "FACETRACK_PASSWORD"
+
+
+def training_set_counts(project: Project) -> dict[str, int]:
+    """Generated samples per split side (reads only: the split is assigned by generation and training)."""
+    return sample_counts(project.augmented_dir, project.stored_split())
+
+
+def training_set_stale(project: Project) -> bool:
+    """True when labelled photos are missing from the generated set (reads only)."""
+    return is_stale(project.augmented_dir, project.stored_split(), project.labelled_ids())
 
 
 def configured_password() -> str | None:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import streamlit as st
 
+from facetrack.detect import draw_box
 from facetrack.images import ImageError, encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
 
@@ -63,23 +64,8 @@ def draw_boxes(
     h, w = out.shape[:2]
     thick = max(1, round(min(h, w) / 120))
     for i, box in enumerate(boxes):
-        x1, y1, x2, y2 = (round(v) for v in box.to_pixels(w, h))
-        cv2.rectangle(out, (x1, y1), (min(x2, w - 1), min(y2, h - 1)), color, thick, cv2.LINE_AA)
-        if labels and i < len(labels) and labels[i]:
-            scale = max(0.35, min(h, w) / 600)
-            (tw, th), base = cv2.getTextSize(labels[i], cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-            top = max(0, y1 - th - base - 4)
-            cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + base + 4), color, -1)
-            cv2.putText(
-                out,
-                labels[i],
-                (x1 + 2, top + th + 2),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                scale,
-                (0, 0, 0),
-                1,
-                cv2.LINE_AA,
-            )
+        label = labels[i] if labels and i < len(labels) else ""
+        draw_box(out, box.to_pixels(w, h), color, label, "rgb", thick)
     return out
 
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from facetrack.detect import BoxSmoother, Detection, draw_detections
+from facetrack.detect import Detection, detections_from, draw_detections
+from facetrack.smoothing import BoxSmoother
 
 FPS_WINDOW = 30  # frames the FPS is measured over
 STREAM_GAP = 2.0  # seconds without frames after which a new stream starts (fresh smoother)
@@ -113,8 +114,7 @@ class LiveProcessor:
             t0 = time.perf_counter()
             try:
                 score, box = detector.predict_raw(bgr, "bgr")
-                if score >= threshold:
-                    detections = [Detection.from_box(score, box, w, h)]
+                detections = detections_from(score, box, w, h, threshold)
             except Exception as exc:  # noqa: BLE001 - a bad frame must not end the stream
                 error = f"{type(exc).__name__}: {exc}"
             elapsed = (time.perf_counter() - t0) * 1000.0

@@ -66,10 +66,11 @@ def add_photos(project: Project, n_face: int = 8, n_no_face: int = 4, seed: int 
 
 def make_training_set(project: Project, copies: int = 2) -> dict[str, int]:
     """Generate the augmented set in this process (small, fast)."""
-    from facetrack.augment import AugmentSettings, counts, generate
+    from facetrack.augment import AugmentSettings, generate
+    from facetrack.data import sample_counts
 
     generate(project, AugmentSettings(copies_per_image=copies, output_size=64), workers=0)
-    return counts(project)
+    return sample_counts(project.augmented_dir, project.stored_split())
 
 
 def tiny_model_file(tmp_root: Path, size: int = MODEL_SIZE) -> Path:
@@ -158,7 +159,7 @@ def dead_pid() -> int:
 
 def stop_training_processes(project: Project, timeout: float = 30.0) -> None:
     """Ask the project's training to stop, wait for its process to exit, kill it if it does not."""
-    from facetrack.jobs import pid_alive, request_stop
+    from facetrack.runs import pid_alive, request_stop
 
     try:
         doc = json.loads((project.path / "training.json").read_text())

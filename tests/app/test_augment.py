@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from facetrack.fileio import atomic_write_json
-from facetrack.jobs import augment_state
+from facetrack.tasks import augment_state
 from tests.app.conftest import no_exception
 
 AUGMENT = "pages/augment.py"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from facetrack import jobs
+from facetrack import runs, tasks
 from facetrack.workspace import create_project
 from tests.app.conftest import no_exception
 from tests.app.helpers_runs import add_photos, make_training_set, stop_training_processes
@@ -30,7 +30,7 @@ def test_augment_and_train_pages_say_the_disk_is_full(app, workspace: Path) -> N
         at = app("pages/augment.py", project="tiny")
         at.button(key="aug_go").click().run()  # 20 copies at 160 px: more than the disk holds
         no_exception(at)
-        _wait(lambda: jobs.augment_state(project)["state"] != "running")
+        _wait(lambda: tasks.augment_state(project)["state"] != "running")
         at.run()
         no_exception(at)
         assert any("the disk is full" in e.value for e in at.error), [e.value for e in at.error]
@@ -42,10 +42,10 @@ def test_augment_and_train_pages_say_the_disk_is_full(app, workspace: Path) -> N
             at.button(key="start_training").click().run()
             no_exception(at)
             (run,) = project.runs()
-            _wait(lambda: not jobs.run_state(run).active)
+            _wait(lambda: not runs.run_state(run).active)
         finally:
             stop_training_processes(project, timeout=0)
-        assert jobs.run_state(run).message.startswith("the disk is full: training needs about")
+        assert runs.run_state(run).message.startswith("the disk is full: training needs about")
         at = app("pages/train.py", project="tiny")
         no_exception(at)
         assert any("the disk is full" in e.value for e in at.error), [e.value for e in at.error]

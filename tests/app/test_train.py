@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from facetrack import jobs
+from facetrack import runs as run_files
 from facetrack.workspace import create_project
 from tests.app.conftest import no_exception
 from tests.app.helpers_runs import (
@@ -177,8 +177,8 @@ def test_start_trains_in_background_and_stop(app, workspace: Path) -> None:
         no_exception(at)
         runs = project.runs()
         assert len(runs) == 1 and runs[0].name.endswith("-my-first")
-        assert jobs.active_training(project) == runs[0]
-        assert jobs.run_state(runs[0]).settings["epochs"] == 50
+        assert run_files.active_training(project.path) == runs[0]
+        assert run_files.run_state(runs[0]).settings["epochs"] == 50
         assert any("Training now" in s.value for s in at.subheader)
         assert at.get("progress")
         # a second page load (another tab, a reload) shows the same run live, no form
@@ -187,7 +187,7 @@ def test_start_trains_in_background_and_stop(app, workspace: Path) -> None:
         assert not [b for b in again.button if b.key == "start_training"]
         again.button(key="stop_training").click().run()
         no_exception(again)
-        assert (runs[0] / jobs.STOP_FILE).exists()
+        assert (runs[0] / run_files.STOP_FILE).exists()
         assert any("Stopping after the current batch" in i.value for i in again.info)
     finally:
         stop_training_processes(project, timeout=0)  # don't wait for TensorFlow to load: kill it

@@ -259,7 +259,7 @@ def train_live_model(root: Path, name: str, camera_records: list[dict], epochs: 
     Meant to run in its own process (it imports TensorFlow):
     ``python tests/e2e/fakecam.py train-live ROOT NAME``.
     """
-    from facetrack.augment import load_samples
+    from facetrack.tasks import load_samples
     from facetrack.train import TrainSettings, train
 
     project = make_face_project(root, name, n_faces=40, n_empty=12, copies=6, extra_records=camera_records)

@@ -3,15 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from facetrack.augment import (
-    AugmentSettings,
-    augment_image,
-    counts,
-    generate,
-    is_stale,
-    load_samples,
-    preview,
-)
+from facetrack.augment import AugmentSettings, augment_image, generate, preview
+from facetrack.data import is_stale as data_is_stale
+from facetrack.data import list_samples, sample_counts
 from facetrack.labels import Box
 from facetrack.workspace import create_project
 from tests.conftest import synthetic_face
@@ -112,17 +106,17 @@ def test_generate_augments_only_train_and_resumes(workspace):
     assert report.counts["val"] == n["val"] and report.counts["test"] == n["test"]
     assert calls[-1] == (16, 16)
     # no copy of a val/test photo is in the training set
-    train_sources = {s.source_id for s in load_samples(p, "train")}
+    train_sources = {s.source_id for s in list_samples(p.augmented_dir, "train", p.stored_split())}
     held_out = {k for k, v in split.items() if v != "train"}
     assert train_sources and not (train_sources & held_out)
     # resume: nothing to do the second time
     again = generate(p, s, workers=0)
     assert again.done == 0 and again.skipped == 16
-    assert not is_stale(p)
+    assert not data_is_stale(p.augmented_dir, p.stored_split(), p.labelled_ids())
     # a new labelled photo makes the set stale and is generated on its own
     info = p.add_image(synthetic_face(seed=50))
     p.set_boxes(info.id, [])
-    assert is_stale(p)
+    assert data_is_stale(p.augmented_dir, p.stored_split(), p.labelled_ids())
     third = generate(p, s, workers=0)
     assert third.done == 1 and third.skipped == 16
 
@@ -145,7 +139,9 @@ def test_generate_in_worker_processes(workspace):
     p = _project(n_faces=10, n_empty=2)
     report = generate(p, AugmentSettings(copies_per_image=2, output_size=48), workers=2)
     assert report.failed == [] and report.done == 12
-    assert counts(p)["train"] == 2 * sum(v == "train" for v in p.split().values())
+    assert sample_counts(p.augmented_dir, p.stored_split())["train"] == 2 * sum(
+        v == "train" for v in p.split().values()
+    )
 
 
 def test_changed_settings_regenerate(workspace):
@@ -175,5 +171,24 @@ def test_deleted_photo_disappears_from_samples(workspace):
     generate(p, AugmentSettings(copies_per_image=2, output_size=48), workers=0)
     victim = next(k for k, v in p.split().items() if v == "train")
     p.delete_image(victim)
-    assert victim not in {s.source_id for s in load_samples(p, "train")}
+    assert victim not in {s.source_id for s in list_samples(p.augmented_dir, "train", p.stored_split())}
     assert not list(p.augmented_dir.rglob(f"{victim}*"))
+
+
+def test_listing_and_counting_never_assign_the_split(workspace):
+    """Page views read the split; only generation and training assign it (and write split.json)."""
+    p = _project(n_faces=4, n_empty=0)
+    generate(p, AugmentSettings(copies_per_image=2, output_size=48), workers=0)
+    split_file = p.path / "split.json"
+    before = split_file.read_bytes(), split_file.stat().st_mtime_ns
+    info = p.add_image(synthetic_face(seed=77))
+    p.set_boxes(info.id, [Box(0.3, 0.25, 0.6, 0.75)])
+    split = p.stored_split()
+    assert info.id not in split  # not assigned yet
+    assert data_is_stale(p.augmented_dir, split, p.labelled_ids())
+    counted = sample_counts(p.augmented_dir, split)
+    for side in ("train", "val", "test"):
+        list_samples(p.augmented_dir, side, split)
+    assert (split_file.read_bytes(), split_file.stat().st_mtime_ns) == before
+    assert counted["train"] == 2 * sum(v == "train" for v in split.values())
+    assert info.id in p.split()  # generation/training assign it

@@ -15,7 +15,8 @@ from tests.conftest import REPO, jpeg_bytes, synthetic_face
 
 
 def run_cli(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FACETRACK_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as in a user's shell
+    env.update(FACETRACK_HOME=str(home), PYTHONPATH=str(REPO))
     proc = subprocess.run(
         [sys.executable, "-m", "facetrack", *args],
         capture_output=True,
@@ -64,22 +65,31 @@ def test_import_augment_train_evaluate_detect_export(tmp_path):
         home=home,
     )
     out = run_cli(
-        "train", "--project", "demo", "--backbone", "compact", "--epochs", "2", "--input-size", "48",
-        "--batch-size", "16", "--quiet", home=home,
+        "train", "--project", "demo", "--epochs", "2", "--input-size", "48", "--batch-size", "16", home=home,
     )  # fmt: skip
     assert "finished" in out.stdout
+    assert "E0000" not in out.stderr and "cuInit" not in out.stderr  # TensorFlow's C++ noise stays off
+    assert "epoch 2:" in out.stderr  # progress on the terminal
     runs = sorted((home / "demo" / "runs").iterdir())
     assert len(runs) == 1
     run = runs[0]
     for name in ("settings.json", "history.csv", "model.keras", "model.tflite", "metrics.json", "train.log"):
         assert (run / name).is_file(), name
     assert len((run / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert json.loads((run / "settings.json").read_text())["settings"]["backbone"] == "compact"  # CLI default
+    trained = json.loads((run / "metrics.json").read_text())  # train evaluated the test split
 
     out = run_cli("evaluate", "--project", "demo", "--json", home=home)
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
     for key in ("presence_accuracy", "precision", "recall", "f1", "fp_rate", "mean_iou", "hit_rate", "ap50"):
         assert key in metrics
-    assert 0.0 <= metrics["presence_accuracy"] <= 1.0
+    # evaluate measures the same model on the same test split as train did (a reading, no new split)
+    for key in ("presence_accuracy", "mean_iou", "ap50", "n_images", "n_faces"):
+        expected = trained[key]
+        assert metrics[key] == (expected if expected is None else pytest.approx(expected, abs=1e-6)), key
+    assert metrics["n_images"] == sum(
+        v == "test" for v in json.loads((home / "demo" / "split.json").read_text()).values()
+    )
 
     image = next((home / "demo" / "images").glob("*.jpg"))
     out = run_cli("detect", "--run", str(run), "--json", "--threshold", "0", str(image), home=home)
@@ -121,6 +131,16 @@ def test_train_without_labels_is_a_clear_error(tmp_path):
     assert proc.returncode == 1 and "no labelled photos" in proc.stderr
     proc = run_cli("train", "--project", "p", home=home, check=False)
     assert proc.returncode == 1 and "no training set" in proc.stderr
+
+
+def test_the_job_protocol_is_not_part_of_the_cli(tmp_path):
+    """Background jobs run through facetrack.worker; the CLI has no hidden flags for them."""
+    for args in (
+        ("train", "--project", "p", "--run-dir", "x"),
+        ("augment", "--project", "p", "--progress-file", "x"),
+    ):
+        proc = run_cli(*args, home=tmp_path, check=False)
+        assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr, args
 
 
 @pytest.mark.parametrize("command", ["import", "augment", "train", "evaluate", "detect", "export"])

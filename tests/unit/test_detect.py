@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from facetrack.detect import (
-    BoxSmoother,
     Detection,
     Detector,
     DetectorError,
@@ -21,6 +20,7 @@ from facetrack.detect import (
 )
 from facetrack.export import export_tflite
 from facetrack.labels import Box
+from facetrack.smoothing import BoxSmoother
 from tests.standin import standin_model as make_standin
 
 SIZE = 48

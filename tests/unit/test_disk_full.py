@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from facetrack.__main__ import main
+from facetrack.augment import AugmentSettings
 from facetrack.data import Sample
 from facetrack.fileio import DiskFull, atomic_write_json, ensure_free_space, read_json, write_status_json
 from facetrack.labels import Box
+from facetrack.tasks import augment_progress_path, generate_training_set
 from facetrack.workspace import Project, create_project
 from tests.conftest import jpeg_bytes, synthetic_face
 from tests.smalldisk import fill, small_disk
@@ -72,6 +74,17 @@ def test_augment_refuses_to_start_on_a_nearly_full_disk(tmp_path: Path, capsys) 
         assert list(project.augmented_dir.rglob("*.jpg")) == []
 
 
+def _no_partial_copies(project: Project) -> None:
+    """Every copy on disk belongs to a finished photo (listed in its marker, at its full size)."""
+    listed = set()
+    for marker in project.augmented_dir.glob("*/*.json"):
+        for c in read_json(marker)["copies"]:
+            listed.add(marker.parent / c["file"])
+            assert (marker.parent / c["file"]).stat().st_size == c["bytes"]
+    assert set(project.augmented_dir.glob("*/*.jpg")) == listed
+    assert not list(project.path.rglob("*.tmp"))
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_augment_stops_at_a_full_disk_and_leaves_no_partial_copy(
     tmp_path, capsys, room_claimed, workers
@@ -79,25 +92,28 @@ def test_augment_stops_at_a_full_disk_and_leaves_no_partial_copy(
     with small_disk(tmp_path / "disk", 640) as disk:
         project = create_project("p", disk)
         _photos(project)
-        progress = project.path / "augment-progress.json"
-        atomic_write_json(progress, {"state": "running"})
-        code = main([
-            "augment", "--project", str(project.path), "--copies", "20", "--size", "160",
-            "--workers", str(workers), "--quiet", "--progress-file", str(progress),
-        ])  # fmt: skip
+        args = ["augment", "--project", str(project.path), "--copies", "20", "--size", "160", "--quiet"]
+        code = main([*args, "--workers", str(workers)])
         out, err = capsys.readouterr()
         assert code == 1 and "finished" not in out
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: the disk is full: no space left for "), lines
+        _no_partial_copies(project)
+
+
+def test_the_augment_job_reports_the_full_disk(tmp_path, room_claimed) -> None:
+    with small_disk(tmp_path / "disk", 640) as disk:
+        project = create_project("p", disk)
+        _photos(project)
+        progress = augment_progress_path(project)
+        atomic_write_json(progress, {"state": "running"})
+        with pytest.raises(DiskFull):
+            generate_training_set(
+                project, AugmentSettings(copies_per_image=20), progress_file=progress, workers=0
+            )
         doc = read_json(progress)
-        assert doc["state"] == "failed" and doc["message"].startswith("the disk is full")
-        listed = set()
-        for marker in project.augmented_dir.glob("*/*.json"):
-            listed |= {marker.parent / c["file"] for c in read_json(marker)["copies"]}
-            for c in read_json(marker)["copies"]:
-                assert (marker.parent / c["file"]).stat().st_size == c["bytes"]
-        assert set(project.augmented_dir.glob("*/*.jpg")) == listed  # every copy left is a finished photo's
-        assert not [p for p in project.path.rglob("*.tmp")]
+        assert doc["state"] == "failed" and doc["message"].startswith("the disk is full"), doc
+        _no_partial_copies(project)
 
 
 def _samples(folder: Path, n: int) -> list[Sample]:

@@ -141,3 +141,28 @@ def test_predict_and_evaluate_run(tmp_path):
     assert len(per) == 5 and per[0]["badness"] >= per[-1]["badness"]
     assert m.mean_iou == pytest.approx(direct.mean_iou, abs=1e-5)
     assert predict_samples(model, [], 32)[0].shape == (0,)
+    # one rule for a run's input size (as Detector.from_run): settings.json may not contradict the model
+    from facetrack.runs import RunError
+
+    (run / "settings.json").write_text(json.dumps({"settings": {"input_size": 64}}))
+    with pytest.raises(RunError, match="input_size 64"):
+        evaluate_run(run, samples)
+
+
+def test_reference_detector_scoring():
+    from types import SimpleNamespace
+
+    from facetrack.evaluate import compare_with_reference, is_face, reference_result
+
+    truth = Box(0.2, 0.2, 0.6, 0.6)
+    found = [SimpleNamespace(box=Box(0.0, 0.0, 0.1, 0.1), score=0.5), SimpleNamespace(box=truth, score=0.9)]
+    best = reference_result(truth, found)
+    assert best.found and best.score == 0.9 and best.iou == pytest.approx(1.0)  # its best-scored box
+    missed = reference_result(truth, [])
+    assert not missed.found and missed.iou == 0.0  # a missed face counts as IoU 0
+    no_face = reference_result(None, found)
+    assert no_face.found and no_face.iou is None  # a photo without a face has no IoU
+    assert compare_with_reference([0.8, 0.7], [0.5, 0.6]) == "model"
+    assert compare_with_reference([0.5], [0.51]) == "tie"
+    assert compare_with_reference([0.2], [0.9]) == "reference"
+    assert is_face(0.5, 0.5) and not is_face(0.49, 0.5)

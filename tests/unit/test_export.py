@@ -172,3 +172,25 @@ def test_export_run_tflite_only(tmp_path, model):
     assert export_run(run, "tflite") == run / "model.tflite"
     with pytest.raises(ExportError, match="model.keras"):
         export_run(run, "keras")
+
+
+def test_labelme_zip_has_every_photo_and_its_label(workspace):
+    import io
+    import json
+    import zipfile
+
+    from facetrack.export import labelme_zip
+    from facetrack.labels import Box
+    from facetrack.workspace import create_project
+    from tests.conftest import synthetic_face
+
+    p = create_project("zipme")
+    labelled = p.add_image(synthetic_face(seed=1)).id
+    p.set_boxes(labelled, [Box(0.2, 0.2, 0.6, 0.7)])
+    unlabelled = p.add_image(synthetic_face(seed=2)).id
+    zf = zipfile.ZipFile(io.BytesIO(labelme_zip(p)))
+    assert sorted(zf.namelist()) == sorted(
+        [f"zipme/images/{labelled}.jpg", f"zipme/images/{unlabelled}.jpg", f"zipme/labels/{labelled}.json"]
+    )
+    assert zf.read(f"zipme/images/{labelled}.jpg") == p.image_path(labelled).read_bytes()
+    assert json.loads(zf.read(f"zipme/labels/{labelled}.json"))["imagePath"] == f"../images/{labelled}.jpg"

@@ -1,5 +1,6 @@
 import io
 import json
+import os
 import zipfile
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from facetrack.importer import ImportError_, import_files, import_folder, import_zip
 from facetrack.labels import Box, Label, labelme_dict
 from facetrack.workspace import create_project
-from tests.conftest import jpeg_bytes, synthetic_face
+from tests.conftest import SHARED_DATA, jpeg_bytes, png_bytes, synthetic_face
 
 
 def _label_doc(name: str, w: int, h: int, points) -> dict:
@@ -139,3 +140,246 @@ def test_import_shared_faces(workspace, shared_faces, tmp_path):
     p = create_project("p")
     report = import_folder(p, src)
     assert report.skipped == [] and report.labelled == len(report.added) == 12
+
+
+# -- one bad file never stops an import ------------------------------------------------------------
+def test_malicious_files_get_one_line_each_and_the_good_ones_land(workspace, tmp_path):
+    src = tmp_path / "src"
+    good = jpeg_bytes(synthetic_face())
+    for name in ("a", "deep", "overflow", "nan", "bigint", "b"):
+        _write(src, f"{name}.jpg", good)
+    _write(src, "a.json", _label_doc("a.jpg", 160, 120, [[10, 10], [60, 60]]))
+    _write(src, "deep.json", ("[" * 200_000 + "]" * 200_000).encode())
+    _write(
+        src,
+        "overflow.json",
+        json.dumps(_label_doc("overflow.jpg", 160, 120, [[1, 1], [5, 5]]))
+        .replace("[[1, 1]", "[[1" + "0" * 400 + ", 1]")
+        .encode(),
+    )
+    _write(src, "nan.json", json.dumps(_label_doc("nan.jpg", 160, 120, [[float("nan"), 1], [5, 5]])).encode())
+    _write(
+        src,
+        "bigint.json",
+        json.dumps(_label_doc("bigint.jpg", 160, 120, [[1, 1], [5, 5]]))
+        .replace("[[1, 1]", "[[" + "1" * 5000 + ", 1]")
+        .encode(),
+    )
+    # a file name that is not valid UTF-8, half way through the folder
+    os.makedirs(os.fsencode(src / "m"), exist_ok=True)
+    with open(os.fsencode(src / "m") + b"/caf\xe9.jpg", "wb") as fh:
+        fh.write(good)
+    with open(os.fsencode(src / "m") + b"/caf\xe9.json", "wb") as fh:
+        fh.write(
+            json.dumps(
+                _label_doc("caf\udce9.jpg", 160, 120, [[10, 10], [60, 60]]), ensure_ascii=False
+            ).encode("utf-8", "surrogateescape")
+        )
+    _write(src, "b.json", _label_doc("b.jpg", 160, 120, [[20, 20], [70, 70]]))
+    p = create_project("p")
+    report = import_folder(p, src)
+    skipped = dict(report.skipped)
+    assert set(skipped) == {"deep.json", "overflow.json", "nan.json", "bigint.json", "m/caf\ufffd.json"}
+    assert len(report.skipped) == 5
+    assert "nested" in skipped["deep.json"] and "not numbers" in skipped["overflow.json"]
+    # every photo lands; the ones with good labels are labelled
+    added = dict(report.added)
+    assert len(added) == 7 and "m/caf\ufffd.jpg" in added
+    assert report.labelled == 2 and report.faces == 2
+    assert p.boxes(added["a.jpg"]) and p.boxes(added["b.jpg"]) and p.boxes(added["deep.jpg"]) is None
+    assert p.info(added["m/caf\ufffd.jpg"]).original_name == "caf\ufffd.jpg"
+
+
+def test_a_35_mb_label_is_refused_and_its_photo_still_lands(workspace, tmp_path):
+    src = tmp_path / "src"
+    _write(src, "a.jpg", jpeg_bytes(synthetic_face()))
+    shape = json.dumps(
+        {
+            "label": "face",
+            "points": [[1, 1], [9, 9]],
+            "shape_type": "rectangle",
+            "group_id": None,
+            "description": "",
+            "flags": {},
+            "mask": None,
+        },
+        indent=2,
+    )
+    _write(
+        src,
+        "a.json",
+        (
+            '{"imageWidth": 160, "imageHeight": 120, "imagePath": "a.jpg", "shapes": ['
+            + ",".join([shape] * 300_000)
+            + "]}"
+        ).encode(),
+    )
+    assert (src / "a.json").stat().st_size > 35 * 10**6
+    p = create_project("p")
+    report = import_folder(p, src)
+    assert len(report.added) == 1 and report.labelled == 0
+    assert "larger than the 16 MB" in dict(report.skipped)["a.json"]
+
+
+# -- labels are matched to photos as labelme does ----------------------------------------------
+def _day_folders(src) -> None:
+    _write(src, "day1/0001.jpg", jpeg_bytes(synthetic_face(seed=1)))
+    _write(src, "day1/0001.json", _label_doc("0001.jpg", 160, 120, [[10, 10], [50, 50]]))
+    _write(src, "day2/0001.jpg", jpeg_bytes(synthetic_face(seed=2)))
+    _write(src, "day2/0001.json", _label_doc("0001.jpg", 160, 120, [[80, 60], [150, 110]]))
+
+
+def _check_days(p, report) -> None:
+    assert len(report.added) == 2 and report.labelled == 2 and report.skipped == []
+    added = dict(report.added)
+    assert p.boxes(added["day1/0001.jpg"]) == [Box.from_pixels([[10, 10], [50, 50]], 160, 120)]
+    assert p.boxes(added["day2/0001.jpg"]) == [Box.from_pixels([[80, 60], [150, 110]], 160, 120)]
+
+
+def test_same_names_in_two_folders_each_keep_their_own_boxes(workspace, tmp_path):
+    _day_folders(tmp_path / "src")
+    p = create_project("p")
+    _check_days(p, import_folder(p, tmp_path / "src"))
+
+
+def test_same_names_in_two_folders_of_a_zip(workspace, tmp_path):
+    _day_folders(tmp_path / "src")
+    members = {
+        f.relative_to(tmp_path / "src").as_posix(): f.read_bytes() for f in (tmp_path / "src").rglob("*.*")
+    }
+    p = create_project("p")
+    _check_days(p, import_zip(p, _zip(members)))
+
+
+def test_names_differing_by_case_never_get_each_others_boxes(workspace, tmp_path):
+    src = tmp_path / "src"
+    _write(src, "a.jpg", jpeg_bytes(synthetic_face(seed=1)))
+    _write(src, "A.jpg", jpeg_bytes(synthetic_face(seed=2)))
+    _write(src, "a.json", _label_doc("", 160, 120, [[10, 10], [50, 50]]))  # no imagePath: by name
+    _write(src, "A.json", _label_doc("A.jpg", 160, 120, [[80, 60], [150, 110]]))
+    _write(src, "b.jpg", jpeg_bytes(synthetic_face(seed=3)))
+    _write(src, "B.JPG", jpeg_bytes(synthetic_face(seed=4)))
+    _write(src, "x.json", _label_doc("B.jpg", 160, 120, [[10, 10], [50, 50]]))  # B.jpg: b.jpg or B.JPG?
+    _write(src, "c.JPG", jpeg_bytes(synthetic_face(seed=5)))
+    _write(src, "c.json", _label_doc("C.jpg", 160, 120, [[10, 10], [50, 50]]))  # one match, other case
+    p = create_project("p")
+    report = import_folder(p, src)
+    added = dict(report.added)
+    assert p.boxes(added["a.jpg"]) == [Box.from_pixels([[10, 10], [50, 50]], 160, 120)]
+    assert p.boxes(added["A.jpg"]) == [Box.from_pixels([[80, 60], [150, 110]], 160, 120)]
+    assert p.boxes(added["b.jpg"]) is None and p.boxes(added["B.JPG"]) is None
+    assert "ambiguous" in dict(report.skipped)["x.json"]
+    assert p.boxes(added["c.JPG"]) is not None
+
+
+def test_a_label_is_never_matched_across_folders_by_bare_name(workspace, tmp_path):
+    src = tmp_path / "src"
+    _write(src, "photos/0001.jpg", jpeg_bytes(synthetic_face()))
+    _write(src, "other/0001.json", _label_doc("0001.jpg", 160, 120, [[10, 10], [50, 50]]))
+    _write(src, "two/p.jpg", jpeg_bytes(synthetic_face()))
+    _write(src, "two/p.png", png_bytes(synthetic_face()))
+    _write(src, "two/p.json", _label_doc("", 160, 120, [[10, 10], [50, 50]]))
+    _write(src, "dup/q.jpg", jpeg_bytes(synthetic_face()))
+    _write(src, "dup/q.json", _label_doc("q.jpg", 160, 120, [[10, 10], [50, 50]]))
+    _write(src, "dup/q copy.json", _label_doc("q.jpg", 160, 120, [[70, 10], [150, 50]]))
+    p = create_project("p")
+    report = import_folder(p, src)
+    skipped = dict(report.skipped)
+    assert "without its image" in skipped["other/0001.json"]
+    assert "ambiguous" in skipped["two/p.json"]
+    assert "ambiguous" in skipped["dup/q.json"] and "ambiguous" in skipped["dup/q copy.json"]
+    assert report.labelled == 0 and len(report.added) == 4
+
+
+# -- shapes FaceTrack does not use are kept, and said so ------------------------------------------
+def _person_doc(name: str) -> dict:
+    """As in labelme's own example folder: rectangles labelled ``person``."""
+    doc = labelme_dict(Label(name, 160, 120, ()))
+    doc["shapes"] = [
+        {
+            "label": "person",
+            "points": [[5, 5], [70, 110]],
+            "group_id": None,
+            "description": "",
+            "shape_type": "rectangle",
+            "flags": {},
+            "mask": None,
+        },
+        {
+            "label": "person",
+            "points": [[80, 5], [150, 110]],
+            "group_id": None,
+            "description": "",
+            "shape_type": "rectangle",
+            "flags": {},
+            "mask": None,
+        },
+    ]
+    doc["imageData"] = "aGVsbG8="
+    return doc
+
+
+def test_labelme_example_people_are_kept_not_made_no_face(workspace, tmp_path):
+    src = tmp_path / "src"
+    for i in range(3):
+        _write(src, f"{i}.jpg", jpeg_bytes(synthetic_face(seed=i)))
+        _write(src, f"{i}.json", _person_doc(f"{i}.jpg"))
+    p = create_project("p")
+    report = import_folder(p, src)
+    assert len(report.added) == 3 and report.labelled == 0 and report.shapes_only == 3
+    assert "3 with other shapes kept but no face marked" in report.summary()
+    for name, image_id in report.added:
+        assert p.boxes(image_id) is None  # not a "no face" training example
+        stored = json.loads(p.label_path(image_id).read_text())
+        assert stored["shapes"] == _person_doc(name)["shapes"] and stored["imageData"] is None
+    notes = [note for name, note in report.notes if name == "0.json"]
+    assert any("person rectangle x2" in n for n in notes) and any("imageData" in n for n in notes)
+    assert any("not labelled for faces" in n for n in notes)
+    assert p.status().no_face == 0
+
+
+def test_face_polygon_becomes_its_rectangle_and_the_report_says_so(workspace, tmp_path):
+    src = tmp_path / "src"
+    _write(src, "a.jpg", jpeg_bytes(synthetic_face()))
+    doc = _label_doc("a.jpg", 160, 120, None)
+    doc["shapes"] = [
+        {"label": "face", "points": [[20, 10], [60, 15], [40, 70]], "shape_type": "polygon"},
+        {"label": "face", "points": [[100, 10], [140, 60]]},
+    ]  # no shape_type: labelme's polygon
+    _write(src, "a.json", doc)
+    p = create_project("p")
+    report = import_folder(p, src)
+    (image_id,) = dict(report.added).values()
+    assert p.boxes(image_id) == [
+        Box.from_pixels([[20, 10], [60, 70]], 160, 120),
+        Box.from_pixels([[100, 10], [140, 60]], 160, 120),
+    ]
+    assert any("2 face polygon(s)" in note for _, note in report.notes)
+
+
+def test_report_lines_are_plain_text(workspace, tmp_path):
+    src = tmp_path / "src"
+    _write(src, ":red[x]\x1b[2J.jpg", jpeg_bytes(synthetic_face()))
+    _write(src, "readme.txt", b"hi")
+    p = create_project("p")
+    report = import_folder(p, src)
+    assert report.lines() == ["skipped readme.txt: not an image or a labelme JSON file"]
+    assert report.added[0][0] == ":red[x]\x1b[2J.jpg"
+
+
+def test_import_shared_multi_keeps_every_face(workspace):
+    folder = SHARED_DATA / "multi"
+    if not (folder / "boxes.json").is_file():
+        pytest.skip(f"multi-face data not found at {folder} (this test needs ../shared/data/multi)")
+    truth = json.loads((folder / "boxes.json").read_text())
+    p = create_project("p")
+    report = import_folder(p, folder)
+    assert [n for n, _ in report.skipped] == ["boxes.json"]  # not a labelme file; said so
+    assert len(report.added) == report.labelled == len(truth) == 150
+    expected = sum(len(t["faces"]) for t in truth)
+    assert report.faces == expected
+    assert sum(len(p.boxes(i)) for i in p.image_ids()) == expected
+    by_name = {n: i for n, i in report.added}
+    for t in truth[:20]:
+        got = p.boxes(by_name[t["image"]])
+        assert len(got) == len(t["faces"]) >= 2

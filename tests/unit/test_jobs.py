@@ -9,17 +9,17 @@ import time
 import pytest
 
 from facetrack.augment import AugmentSettings, generate
-from facetrack.jobs import (
-    JobError,
+from facetrack.jobs import JobError, start_augment, start_training
+from facetrack.labels import Box
+from facetrack.runs import (
+    KERAS_FILE,
     active_training,
-    augment_state,
     pid_alive,
+    read_active_training,
     request_stop,
     run_state,
-    start_augment,
-    start_training,
 )
-from facetrack.labels import Box
+from facetrack.tasks import augment_state
 from facetrack.train import TrainSettings
 from facetrack.workspace import create_project
 from tests.conftest import synthetic_face
@@ -57,7 +57,7 @@ def test_background_training_stops_on_request_and_refuses_a_second(workspace):
     settings = TrainSettings(backbone="compact", weights="none", input_size=48, epochs=50, batch_size=8)
     run = start_training(p, settings)
     try:
-        assert active_training(p) == run
+        assert active_training(p.path) == run
         with pytest.raises(JobError, match="already running"):
             start_training(p, settings)
         _wait(lambda: len(run_state(run).history) >= 1, 120, "the first epoch")
@@ -69,28 +69,35 @@ def test_background_training_stops_on_request_and_refuses_a_second(workspace):
         request_stop(run)
     state = run_state(run)
     assert state.has_model and state.epoch < 50
-    assert active_training(p) is None
+    assert active_training(p.path) is None
 
 
 @pytest.mark.timeout(180)
 def test_killed_training_shows_as_interrupted_with_usable_weights(workspace):
-    from facetrack.detect import Detector
+    from facetrack.detect import Detector, to_box
 
     p = _labelled_project()
     generate(p, AugmentSettings(copies_per_image=20, output_size=48), workers=0)
     run = start_training(
         p, TrainSettings(backbone="compact", weights="none", input_size=48, epochs=50, batch_size=8)
     )
-    _wait(lambda: (run / "model.keras").exists() and len(run_state(run).history) >= 1, 120, "a checkpoint")
-    pid = run_state(run).progress and __import__("json").loads((run / "status.json").read_text())["pid"]
+    _wait(lambda: (run / KERAS_FILE).exists() and len(run_state(run).history) >= 1, 120, "a checkpoint")
+    pid = read_active_training(p.path)["pid"]
     os.kill(pid, signal.SIGKILL)
     _wait(lambda: not pid_alive(pid), 20, "the process to die")
     state = run_state(run)
     assert state.state == "interrupted"
     assert "best model so far is saved" in state.message
+    from facetrack.model import load_model
+
     detector = Detector.from_run(run, backend="keras")
-    assert detector.predict_raw(synthetic_face(96, 80))[0] >= 0.0
-    assert active_training(p) is None  # a new training may start
+    frame = synthetic_face(96, 80, box=(0.3, 0.2, 0.65, 0.75))
+    score, box = detector.predict_raw(frame, color="rgb")
+    out = load_model(run / KERAS_FILE).predict(detector.preprocess(frame, color="rgb"), verbose=0)
+    assert detector.input_size == 48  # the checkpoint is the trained model, of the requested size
+    assert score == pytest.approx(float(out["class"][0, 0]), abs=1e-5)
+    assert box.to_list() == pytest.approx(to_box(out["bbox"][0]).to_list(), abs=1e-5)
+    assert active_training(p.path) is None  # a new training may start
 
 
 @pytest.mark.timeout(120)

@@ -19,7 +19,7 @@ import pytest
 
 from facetrack.augment import AugmentSettings, generate
 from facetrack.cluster import ClusterConfigError, worker_role
-from facetrack.fileio import atomic_write_json, read_json
+from facetrack.fileio import read_json
 from facetrack.labels import Box
 from facetrack.workspace import create_project
 from tests.conftest import REPO, synthetic_face
@@ -63,9 +63,6 @@ def test_two_workers_train_together_and_only_the_chief_writes_the_run(tmp_path: 
         image_id = project.add_image(synthetic_face(96, 80, box=box, seed=i), burst=f"b{i}").id
         project.set_boxes(image_id, [Box(*box)] if box else [])
     generate(project, AugmentSettings(copies_per_image=2, output_size=48), workers=0)
-    run_dir = project.runs_dir / "20260101-000000-two-workers"
-    run_dir.mkdir(parents=True)
-    atomic_write_json(run_dir / "request.json", {"export_tflite": False})  # as the app's job starts it
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     before = {p for p in project.path.rglob("*") if "cache" not in p.parts}
@@ -73,7 +70,7 @@ def test_two_workers_train_together_and_only_the_chief_writes_the_run(tmp_path: 
     ports = _free_ports(2)
     args = [sys.executable, "-m", "facetrack", "train", "--project", str(project.path), "--backbone", "compact",
             "--epochs", "1", "--batch-size", "8", "--input-size", "48", "--strategy", "multiworker",
-            "--run-dir", str(run_dir), "--quiet"]  # fmt: skip
+            "--name", "two workers", "--quiet"]  # fmt: skip
     procs = []
     for index in (0, 1):
         env = {
@@ -94,14 +91,16 @@ def test_two_workers_train_together_and_only_the_chief_writes_the_run(tmp_path: 
             p.kill()
     for p, (_out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
-    assert outputs[0][0].startswith("finished: best epoch 1")
-    assert outputs[1][0].startswith("finished: worker done (the chief writes the run)")
+    assert outputs[0][0].startswith("finished: best epoch 1") and "; run " in outputs[0][0]
+    assert outputs[1][0].rstrip().endswith("; the chief writes the run")
 
-    assert [p.name for p in project.runs_dir.iterdir()] == [run_dir.name]  # one run, the chief's
+    (run_dir,) = project.runs_dir.iterdir()  # one run, the chief's
     assert read_json(run_dir / "status.json")["state"] == "finished"
     assert read_json(run_dir / "status.json")["pid"] == procs[0].pid
+    assert read_json(project.path / "training.json")["pid"] == procs[0].pid
     assert (run_dir / "model.keras").is_file()
     assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 2  # header + 1 epoch
     after = {p for p in project.path.rglob("*") if "cache" not in p.parts}
-    assert {p for p in after - before if run_dir not in p.parents} == set()  # nothing else in the project
+    new = {p.relative_to(project.path) for p in after - before if run_dir not in p.parents}
+    assert new == {Path("runs"), Path("runs") / run_dir.name, Path("training.json")}  # nothing else
     assert list(scratch.iterdir()) == []  # the worker's scratch run folder is gone

@@ -8,26 +8,24 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from facetrack.data import Sample
+from facetrack.cache import LiteRTFeatures, cached_pixels, feature_cache_key, prune_cache
+from facetrack.data import Sample, jitter_batch, pixel_dataset
 from facetrack.labels import Box
+from facetrack.loop import WeightAverage
 from facetrack.train import (
+    CLI_BACKBONE,
+    DEFAULT_BACKBONE,
     BatchProgress,
     EpochRecord,
-    LiteRTFeatures,
     TrainCallbacks,
     TrainSettings,
-    _jitter_batch,
-    _pixel_dataset,
-    _prune_cache,
-    _WeightAverage,
-    cached_pixels,
-    feature_cache_key,
     train,
 )
 
@@ -82,6 +80,8 @@ class Recorder(TrainCallbacks):
 
 
 def test_settings_defaults_and_round_trip():
+    assert TrainSettings().backbone == DEFAULT_BACKBONE == "vgg16"
+    assert CLI_BACKBONE == "compact"
     c = TrainSettings(backbone="compact")
     v = TrainSettings(backbone="vgg16")
     assert c.epochs and v.epochs and c.learning_rate and c.batch_size and c.patience
@@ -218,10 +218,44 @@ def test_vgg16_fine_tune_runs(tmp_path, data):
         fine_tune_epochs=1,
         batch_size=32,
     )
+    import keras
+
+    from facetrack.evaluate import predict_samples, validation_score
+    from facetrack.model import build_parts, load_model
+
     rec = Recorder()
     result = train(tr[:32], va, s, tmp_path / "ft", rec, cache_dir=tmp_path / "c")
     assert [r.phase for r in result.history] == ["head", "fine_tune"]
     assert result.state == "finished"
+    # one batch per epoch, both phases counted in the same run of 2 epochs
+    assert [(b.phase, b.epoch, b.epochs) for b in rec.batches] == [("head", 1, 2), ("fine_tune", 2, 2)]
+    # the fine-tuning epoch trained on images: a loss of its own, and validated like the head epoch
+    assert np.isfinite(result.history[1].loss) and result.history[1].loss != result.history[0].loss
+    model = load_model(tmp_path / "ft" / "model.keras")
+    scores, boxes = predict_samples(model, va, 32)
+    best = result.history[result.best_epoch - 1]
+    assert validation_score(va, scores, boxes, 0.5) == pytest.approx(best.val_score, abs=1e-4)
+    # only block5 was unfrozen: blocks 1-4 keep their initial weights (same seed, same init)
+    keras.utils.set_random_seed(s.seed)
+    initial, _ = build_parts("vgg16", "none", 32)
+    start, saved = _layer_weights(initial), _layer_weights(model)
+    for name in ("block1_conv1", "block4_conv3"):
+        assert all(np.array_equal(a, b) for a, b in zip(start[name], saved[name], strict=True)), name
+    block5_moved = not all(
+        np.array_equal(a, b) for a, b in zip(start["block5_conv3"], saved["block5_conv3"], strict=True)
+    )
+    assert block5_moved == (result.best_epoch == 2)
+
+
+def _layer_weights(model) -> dict[str, list[np.ndarray]]:
+    """Weights of every layer inside ``model`` and its nested models, by layer name."""
+    out: dict[str, list[np.ndarray]] = {}
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            out.update(_layer_weights(layer))
+        else:
+            out[layer.name] = [np.asarray(w) for w in layer.get_weights()]
+    return out
 
 
 def test_failure_is_recorded(tmp_path):
@@ -252,8 +286,9 @@ def test_mirrored_strategy_on_two_cpu_devices(tmp_path, data):
         from pathlib import Path
         from facetrack.data import Sample
         from facetrack.labels import Box
-        from facetrack.train import TrainSettings, train, _make_strategy
-        assert _make_strategy("mirrored").num_replicas_in_sync == 2
+        from facetrack.train import TrainSettings, train
+        from facetrack.trainer import make_strategy
+        assert make_strategy("mirrored").num_replicas_in_sync == 2
         d = json.loads(Path({str(listing)!r}).read_text())
         mk = lambda rows: [Sample(Path(p), Box(*b) if b else None) for p, b in rows]
         s = TrainSettings(backbone="compact", weights="none", input_size=32, export_tflite=False, epochs=1, batch_size=16, strategy="mirrored")
@@ -284,7 +319,7 @@ def test_litert_features_match_keras(tmp_path):
 
 
 def test_pixel_cache_is_the_evaluation_resize_and_is_reused(tmp_path, data):
-    from facetrack.evaluate import image_dataset
+    from facetrack.data import image_dataset
 
     tr, _ = data
     cache = tmp_path / "cache"
@@ -302,12 +337,12 @@ def test_pixel_cache_is_the_evaluation_resize_and_is_reused(tmp_path, data):
 
 
 def test_interrupted_pixel_cache_leaves_nothing(tmp_path, data):
-    from facetrack.train import _Stopped
+    from facetrack.cache import StopRequested
 
     tr, _ = data
     cache = tmp_path / "cache"
     rec = Recorder(stop_after=0)  # asks to stop at the first check
-    with pytest.raises(_Stopped):
+    with pytest.raises(StopRequested):
         cached_pixels(tr[:20], 32, cache, rec, batch_size=8)
     assert not list(cache.rglob("*.npy")) and not list(cache.rglob("done.json"))
 
@@ -317,7 +352,7 @@ def test_cache_keeps_the_two_newest_entries_of_a_kind(tmp_path):
         folder = tmp_path / f"k{i}"
         folder.mkdir()
         (folder / "done.json").write_text(json.dumps({"kind": kind, "created": 100 + i}))
-    _prune_cache(tmp_path, "pixels", keep=2)
+    prune_cache(tmp_path, "pixels", keep=2)
     assert sorted(d.name for d in tmp_path.iterdir()) == ["k1", "k2", "k3"]
 
 
@@ -327,7 +362,7 @@ def test_jitter_moves_boxes_with_the_face():
     img[12:28, 12:24] = 255  # the face: x 12..24, y 12..28 of 40 -> [0.3, 0.3, 0.6, 0.7]
     images = np.stack([img] * 14)
     boxes = np.array([[0.3, 0.3, 0.6, 0.7]] * 12 + [[0, 0, 0, 0]] * 2, np.float32)
-    out, moved_boxes = _jitter_batch(images, boxes, np.random.default_rng(0), flip=True, jitter=0.3)
+    out, moved_boxes = jitter_batch(images, boxes, np.random.default_rng(0), flip=True, jitter=0.3)
     assert out.dtype == np.float32 and out.shape == images.shape
     moved = 0
     for im, b in zip(out[:12], moved_boxes[:12], strict=True):
@@ -340,14 +375,14 @@ def test_jitter_moves_boxes_with_the_face():
     assert moved >= 6
     assert np.all(moved_boxes[12:] == 0)  # no face stays no face
     # without jitter or flip the pixels pass through unchanged
-    same, same_boxes = _jitter_batch(images, boxes, np.random.default_rng(0), flip=False, jitter=0.0)
+    same, same_boxes = jitter_batch(images, boxes, np.random.default_rng(0), flip=False, jitter=0.0)
     assert np.array_equal(same, images.astype(np.float32)) and np.array_equal(same_boxes, boxes)
 
 
 def test_pixel_dataset_batches_and_targets(tmp_path, data):
     tr, _ = data
     pixels = cached_pixels(tr[:20], 32, tmp_path / "c", Recorder(), batch_size=8)
-    ds = _pixel_dataset(pixels, tr[:20], 8, shuffle=False, seed=0)
+    ds = pixel_dataset(pixels, tr[:20], 8, shuffle=False, seed=0)
     batches = list(ds)
     assert [len(x) for x, _ in batches] == [8, 8, 4]
     x, y = batches[0]
@@ -364,8 +399,26 @@ class _Weights:
 
 
 def test_weight_average():
-    avg = _WeightAverage(0.5)
+    avg = WeightAverage(0.5)
     avg.update(_Weights([[0.0, 0.0], [4.0]]))  # first update: a copy
     assert [w.tolist() for w in avg.weights] == [[0.0, 0.0], [4.0]]
     avg.update(_Weights([[2.0, 2.0], [0.0]]))  # decay min(0.5, 3/12) = 0.25
     assert np.allclose(avg.weights[0], [1.5, 1.5]) and np.allclose(avg.weights[1], [1.0])
+
+
+def test_no_time_left_until_it_means_something():
+    from facetrack.loop import ETA_MIN_BATCHES, BatchReporter
+
+    class _Model:
+        stop_training = False
+
+    reporter = BatchReporter(Recorder(), total_batches=100, epochs=1)
+    reporter.set_model(_Model())
+    reporter.epoch, reporter.batches = 1, 100
+    for i in range(ETA_MIN_BATCHES + 1):  # the first batch (tracing) is not timed
+        reporter.on_train_batch_end(i, {"loss": 1.0})
+    assert reporter.cb.batches[-1].eta_seconds is None  # a few fast batches are not an estimate yet
+    reporter.t_first -= 10.0  # as if those batches had taken 10 s
+    assert reporter.eta(time.time()) == pytest.approx(
+        10.0 / ETA_MIN_BATCHES * (100 - reporter.done), rel=0.01
+    )
