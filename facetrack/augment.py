@@ -285,7 +285,9 @@ def _task(
                 "bytes": len(data),
             }
         atomic_write_json(
-            folder / f"{image_id}.json", {"source": image_id, "split": split, "key": key, "copies": entries}
+            folder / f"{image_id}.json",
+            {"source": image_id, "split": split, "key": key, "copies": entries},
+            parents=False,
         )
         return image_id, None
     except Exception as exc:  # reported per image; the rest proceeds (but not on a full disk)
@@ -351,7 +353,8 @@ def _start_generation(out: Path, settings: AugmentSettings, key: str) -> None:
         old_key = None
     if old_key != key and out.exists():
         shutil.rmtree(out)
-    atomic_write_json(settings_path, {"key": key, "settings": settings.to_dict()})
+    out.mkdir(exist_ok=True)  # one level: a deleted project is not re-created
+    atomic_write_json(settings_path, {"key": key, "settings": settings.to_dict()}, parents=False)
 
 
 def _plan(

@@ -82,7 +82,8 @@ def cached_array(
     if done_file.is_file():
         callbacks.on_stage(stage, n, n)
         return np.load(folder / f"{kind}.npy", mmap_mode="r")
-    folder.mkdir(parents=True, exist_ok=True)
+    Path(cache_dir).mkdir(exist_ok=True)  # one level at a time: a deleted project is not re-created
+    folder.mkdir(exist_ok=True)
     tmp = folder / f".{kind}.{os.getpid()}.npy"
     done = 0
     callbacks.on_stage(stage, 0, n)

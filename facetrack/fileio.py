@@ -28,10 +28,15 @@ _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + os.replace)."""
+def atomic_write_bytes(path: Path, data: bytes, parents: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + os.replace).
+
+    ``parents=False``: the folder must exist (``FileNotFoundError`` otherwise),
+    so that a job never re-creates a folder that was deleted under it.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -54,7 +59,7 @@ def write_status_json(path: Path, obj: Any) -> None:
     """
     data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     try:
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data, parents=False)  # a job's status: never re-create a deleted folder
     except OSError as exc:
         if not is_disk_full(exc) or not Path(path).is_file():
             raise
@@ -89,19 +94,19 @@ def write_disposable(path: Path, data: bytes) -> None:
     atomically afterwards (a marker listing each file's size) vouches for it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(exist_ok=True)  # one level: never re-creates a deleted project above it
     with open(path, "wb") as fh:
         fh.write(data)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write UTF-8 text atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, parents: bool = True) -> None:
+    """Write UTF-8 text atomically (``parents``: as :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"), parents)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented UTF-8 JSON atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+def atomic_write_json(path: Path, obj: Any, parents: bool = True) -> None:
+    """Write ``obj`` as indented UTF-8 JSON atomically (``parents``: as :func:`atomic_write_bytes`)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", parents)
 
 
 def read_json(path: Path) -> Any:

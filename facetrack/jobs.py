@@ -15,6 +15,7 @@ while that process lives.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -24,11 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from facetrack.data import sample_counts
-from facetrack.fileio import atomic_write_json, file_lock
+from facetrack.fileio import atomic_write_json, file_lock, read_json
 from facetrack.runs import (
     STDOUT_FILE,
     active_training,
+    job_identity,
     new_run_dir,
+    pid_alive,
+    read_active_training,
+    read_status,
     request_stop,
     write_active_training,
     write_request,
@@ -51,6 +56,10 @@ WORKER_MODULE = "facetrack.worker"
 
 __all__ = [
     "JobError",
+    "delete_all_photos",
+    "delete_project",
+    "project_jobs",
+    "stop_project_jobs",
     "request_augment_stop",
     "request_stop",
     "start_augment",
@@ -117,5 +126,90 @@ def start_augment(project: Project, settings_doc: dict[str, Any]) -> None:
         atomic_write_json(progress, {"state": "running", "done": 0, "total": 0, "pid": None})
         proc = _spawn(["augment", str(project.path)], project.path / AUGMENT_LOG_FILE)
         atomic_write_json(
-            progress, {"state": "running", "done": 0, "total": 0, "pid": proc.pid, "updated": time.time()}
+            progress,
+            {"state": "running", "done": 0, "total": 0, **job_identity(proc.pid), "updated": time.time()},
         )
+
+
+# -- deleting a project with its jobs -------------------------------------------------
+
+
+def project_jobs(project: Project) -> list[Any]:
+    """The living processes (``psutil.Process``) of the project's jobs: its augmentation and trainings.
+
+    Each is identified by its process id and start time, so a process that
+    merely reuses a finished job's id is never taken for it (see
+    :func:`facetrack.runs.pid_alive`).
+    """
+    import psutil
+
+    docs = [_read_doc(augment_progress_path(project)), read_active_training(project.path)]
+    runs_dir = project.runs_dir
+    if runs_dir.is_dir():
+        docs += [read_status(run) for run in runs_dir.iterdir() if run.is_dir()]
+    pids = {
+        int(d["pid"])
+        for d in docs
+        if d.get("pid") and pid_alive(d["pid"], d.get("pid_started"), d.get("updated") or d.get("started"))
+    }
+    pids.discard(os.getpid())
+    procs = []
+    for pid in sorted(pids):
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return procs
+
+
+def _read_doc(path: Path) -> dict[str, Any]:
+    try:
+        doc = read_json(path)
+    except (FileNotFoundError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def stop_project_jobs(project: Project, timeout: float = 20.0) -> int:
+    """End every job of ``project`` (and its worker processes) and wait until they have ended.
+
+    Asks politely (SIGTERM), then, after ``timeout`` seconds, forcefully
+    (SIGKILL). Returns how many job processes there were.
+    """
+    import psutil
+
+    jobs = project_jobs(project)
+    family = []
+    for proc in jobs:
+        with contextlib.suppress(psutil.Error):
+            family += [proc, *proc.children(recursive=True)]
+    for proc in family:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+    if jobs:
+        log.info("stopped %d job(s) of project %s", len(jobs), project.name)
+    return len(jobs)
+
+
+def delete_project(project: Project) -> None:
+    """Stop the project's jobs, wait for them, then delete the whole project folder.
+
+    Raises ``OSError`` when files remain (e.g. held open by another program).
+    """
+    stop_project_jobs(project)
+    project.delete()
+    if project.path.exists():  # a file written while deleting: once more, now that nothing runs
+        project.delete()
+    if project.path.exists():
+        raise OSError(f"some files of {project.path} could not be deleted")
+
+
+def delete_all_photos(project: Project) -> int:
+    """Stop the project's jobs (they read the photos), then delete every photo and what was made from them."""
+    stop_project_jobs(project)
+    return project.delete_all_images()

@@ -5,7 +5,8 @@ A run folder is ``<project>/runs/<time>-<name>/``::
     request.json    the settings the app asked for (written before the job starts)
     settings.json   {"settings": TrainSettings, "counts": {...}, "created"}
     history.csv     one row per epoch (rewritten atomically after every epoch)
-    status.json     {"state", "epoch", "epochs", "best_epoch", "best_val_score", "message", "updated", "pid"}
+    status.json     {"state", "epoch", "epochs", "best_epoch", "best_val_score", "message", "updated",
+                     "pid", "pid_started"} (the job's process id and start time: see pid_alive)
     progress.json   the latest batch or stage (written by the job, at most twice a second)
     model.keras     the best model so far, saved atomically
     model.tflite    its LiteRT export
@@ -14,7 +15,7 @@ A run folder is ``<project>/runs/<time>-<name>/``::
     train.log       human-readable log lines
     STOP            present: the training stops after its current batch
 
-``<project>/training.json`` names the training in progress (``pid``, ``run_dir``).
+``<project>/training.json`` names the training in progress (``pid``, ``pid_started``, ``run_dir``).
 No other module spells these names. This module imports no TensorFlow or Keras.
 """
 
@@ -57,8 +58,32 @@ class RunError(ValueError):
     """A run folder that contradicts itself (e.g. its settings and its model disagree)."""
 
 
-def pid_alive(pid: int | None) -> bool:
-    """True when a process with this id exists (and is not a zombie)."""
+def process_started(pid: int | None) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or None when there is no such process."""
+    import psutil
+
+    try:
+        return float(psutil.Process(int(pid or 0)).create_time()) if pid else None
+    except (psutil.Error, ValueError, OverflowError):
+        return None
+
+
+def job_identity(pid: int | None = None) -> dict[str, Any]:
+    """``{"pid", "pid_started"}`` of process ``pid`` (default: this one), for a job's files."""
+    pid = os.getpid() if pid is None else int(pid)
+    return {"pid": pid, "pid_started": process_started(pid)}
+
+
+def pid_alive(pid: int | None, started: float | None = None, written: float | None = None) -> bool:
+    """True when the job process that wrote a file still runs (and is not a zombie).
+
+    A process id alone is not enough: after the job ends, the system may give
+    its id to an unrelated process. ``started``: the job's start time as its
+    file recorded it (:func:`job_identity`); a process with that id that
+    started at another time is not the job. Without it (older files),
+    ``written``: when the file was written; a process that started after
+    that cannot have written it.
+    """
     if not pid:
         return False
     try:
@@ -66,12 +91,19 @@ def pid_alive(pid: int | None) -> bool:
     except (ProcessLookupError, ValueError, OverflowError):
         return False
     except PermissionError:
-        return True
+        pass
     try:
         with open(f"/proc/{int(pid)}/stat", encoding="ascii") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
+            if fh.read().split(")")[-1].split()[0] == "Z":
+                return False
     except OSError:
-        return True
+        pass
+    actual = process_started(pid)
+    if actual is None:
+        return True  # alive a moment ago; nothing better to judge by
+    if started is not None:
+        return abs(actual - float(started)) < 1.0
+    return written is None or actual <= float(written) + 1.0
 
 
 def _read(path: Path) -> Any:
@@ -131,7 +163,8 @@ def read_request(run_dir: Path) -> dict[str, Any]:
 def write_active_training(project_dir: Path, pid: int, run_dir: Path) -> None:
     """Name the training in progress in ``<project>/training.json``."""
     atomic_write_json(
-        Path(project_dir) / TRAINING_FILE, {"pid": pid, "run_dir": str(run_dir), "started": time.time()}
+        Path(project_dir) / TRAINING_FILE,
+        {**job_identity(pid), "run_dir": str(run_dir), "started": time.time()},
     )
 
 
@@ -140,7 +173,7 @@ def read_active_training(project_dir: Path) -> dict[str, Any]:
 
 
 def write_progress(run_dir: Path, doc: dict[str, Any]) -> None:
-    atomic_write_json(Path(run_dir) / PROGRESS_FILE, {**doc, "updated": time.time()})
+    atomic_write_json(Path(run_dir) / PROGRESS_FILE, {**doc, "updated": time.time()}, parents=False)
 
 
 # -- writer -----------------------------------------------------------------------
@@ -149,7 +182,7 @@ def write_progress(run_dir: Path, doc: dict[str, Any]) -> None:
 def save_model_atomic(model: Any, path: Path) -> None:
     """Save a Keras model to ``path`` (``.keras``) via a temporary file in the same folder + ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(exist_ok=True)  # one level: a deleted project is not re-created
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
     os.close(fd)
     try:
@@ -172,6 +205,7 @@ class RunWriter:
         self.best_epoch: int | None = None
         self.best_score: float | None = None
         self.history: list[dict[str, Any]] = []
+        self.identity = job_identity()  # pid and start time: a reused pid is not this job
 
     def log(self, message: str, exc_text: str = "") -> None:
         """Append a line (and an optional traceback) to ``train.log``."""
@@ -182,7 +216,9 @@ class RunWriter:
 
     def settings(self, settings: dict[str, Any], counts: dict[str, int]) -> None:
         atomic_write_json(
-            self.dir / SETTINGS_FILE, {"settings": settings, "counts": counts, "created": time.time()}
+            self.dir / SETTINGS_FILE,
+            {"settings": settings, "counts": counts, "created": time.time()},
+            parents=False,
         )
 
     def status(self, state: str, message: str = "") -> None:
@@ -196,7 +232,7 @@ class RunWriter:
                 "best_val_score": self.best_score,
                 "message": message,
                 "updated": time.time(),
-                "pid": os.getpid(),
+                **self.identity,
             },
         )
 
@@ -208,7 +244,7 @@ class RunWriter:
         writer.writeheader()
         for r in self.history:
             writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()})
-        atomic_write_text(self.dir / HISTORY_FILE, buf.getvalue())
+        atomic_write_text(self.dir / HISTORY_FILE, buf.getvalue(), parents=False)
 
     def save_model(self, model: Any) -> None:
         save_model_atomic(model, self.dir / KERAS_FILE)
@@ -216,8 +252,8 @@ class RunWriter:
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any], per_image: list[dict[str, Any]]) -> None:
     """``metrics.json`` (figures on the test split, naming the model file) and ``per_image.json``."""
-    atomic_write_json(Path(run_dir) / METRICS_FILE, {**metrics, "model": KERAS_FILE})
-    atomic_write_json(Path(run_dir) / PER_IMAGE_FILE, per_image)
+    atomic_write_json(Path(run_dir) / METRICS_FILE, {**metrics, "model": KERAS_FILE}, parents=False)
+    atomic_write_json(Path(run_dir) / PER_IMAGE_FILE, per_image, parents=False)
 
 
 # -- reader -----------------------------------------------------------------------
@@ -289,6 +325,12 @@ def read_settings(run_dir: Path) -> dict[str, Any]:
     return doc.get("settings") or read_request(run_dir)
 
 
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """``status.json`` as written (``{}`` when missing or unreadable)."""
+    doc = _read(Path(run_dir) / STATUS_FILE)
+    return doc if isinstance(doc, dict) else {}
+
+
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     return _read(Path(run_dir) / METRICS_FILE)
 
@@ -325,16 +367,16 @@ def check_input_size(run_dir: Path, model_size: int) -> int:
 
 def _run_pid_gone(run_dir: Path, status: dict[str, Any]) -> bool:
     """True when a run that says it is starting/running has no living process."""
-    pid = status.get("pid")
+    pid, doc = status.get("pid"), status
     if pid is None:
         training = read_active_training(project_of(run_dir))
         same = Path(training.get("run_dir", "")).resolve() == run_dir.resolve()
-        pid = training.get("pid") if same else None
+        pid, doc = (training.get("pid") if same else None), training
         request = run_dir / REQUEST_FILE
         started = request.stat().st_mtime if request.exists() else 0
         if pid is None:
             return time.time() - started > _STARTING_GRACE_S
-    return not pid_alive(pid)
+    return not pid_alive(pid, doc.get("pid_started"), doc.get("updated") or doc.get("started"))
 
 
 def run_state(run_dir: Path) -> RunState:
@@ -370,7 +412,7 @@ def run_state(run_dir: Path) -> RunState:
 def active_training(project_dir: Path) -> Path | None:
     """The run folder of the training in progress in this project, or None."""
     doc = read_active_training(project_dir)
-    if pid_alive(doc.get("pid")):
+    if pid_alive(doc.get("pid"), doc.get("pid_started"), doc.get("started")):
         run = Path(doc.get("run_dir", ""))
         state = run_state(run).state if run.is_dir() else "starting"
         if state in ACTIVE_STATES:

@@ -26,7 +26,15 @@ from typing import Any
 from facetrack.cluster import writes_run
 from facetrack.data import list_samples
 from facetrack.fileio import read_json, write_status_json
-from facetrack.runs import has_model, new_run_dir, stop_requested, write_active_training, write_progress
+from facetrack.runs import (
+    has_model,
+    job_identity,
+    new_run_dir,
+    project_of,
+    stop_requested,
+    write_active_training,
+    write_progress,
+)
 from facetrack.train import BatchProgress, EpochRecord, TrainCallbacks, TrainResult, TrainSettings
 from facetrack.workspace import Project
 
@@ -40,6 +48,10 @@ TRAINING_LOCK = ".training.lock"
 AUGMENT_LOCK = ".augment.lock"
 
 
+class ProjectGone(RuntimeError):
+    """The project was deleted while a job worked on it; the job ends without writing anything."""
+
+
 class FileCallbacks(TrainCallbacks):
     """Training callbacks that write ``progress.json`` (at most every ``interval`` s) and honour ``STOP``."""
 
@@ -47,6 +59,8 @@ class FileCallbacks(TrainCallbacks):
         self.run_dir = Path(run_dir)
         self.interval = interval
         self._last = 0.0
+        project_file = project_of(self.run_dir) / "project.json"  # a run inside a project: stop if it goes
+        self._project_file = project_file if project_file.is_file() else None
 
     def _write(self, doc: dict[str, Any], force: bool = False) -> None:
         now = time.time()
@@ -74,7 +88,8 @@ class FileCallbacks(TrainCallbacks):
         self._write({"stage": "epoch", "epoch": record.epoch, "val_score": record.val_score}, force=True)
 
     def should_stop(self) -> bool:
-        return stop_requested(self.run_dir)
+        gone = self._project_file is not None and not self._project_file.is_file()
+        return gone or stop_requested(self.run_dir)
 
 
 # -- training -----------------------------------------------------------------------
@@ -111,6 +126,8 @@ def train_project(
     """
     from facetrack.train import train
 
+    if not project.exists():
+        raise ProjectGone(f"the project {project.path.name} was deleted")
     split = project.split()  # with generation, the only place the split is assigned
     train_samples = list_samples(project.augmented_dir, "train", split)
     if not train_samples:
@@ -122,18 +139,26 @@ def train_project(
             run = Path(scratch) / "run"
             cache = project.cache_dir / "features"
             return TrainOutcome(train(train_samples, val_samples, own, run, callbacks(run), cache_dir=cache))
+    project.cache_dir.mkdir(exist_ok=True)  # one level: fails if the project was deleted
     if run_dir is None:
         run_dir = new_run_dir(project.runs_dir, settings.name.strip() or settings.backbone)
         run_dir.mkdir(parents=True)
         write_active_training(project.path, os.getpid(), run_dir)
-    result = train(
-        train_samples,
-        val_samples,
-        settings,
-        run_dir,
-        callbacks(run_dir),
-        cache_dir=project.cache_dir / "features",
-    )
+    try:
+        result = train(
+            train_samples,
+            val_samples,
+            settings,
+            run_dir,
+            callbacks(run_dir),
+            cache_dir=project.cache_dir / "features",
+        )
+    except Exception as exc:
+        if not project.exists():
+            raise ProjectGone(f"the project {project.path.name} was deleted") from exc
+        raise
+    if not project.exists():
+        raise ProjectGone(f"the project {project.path.name} was deleted")
     test_samples = list_samples(project.augmented_dir, "test", split)
     metrics = None
     if has_model(run_dir) and test_samples:
@@ -158,7 +183,11 @@ def augment_state(project: Project) -> dict[str, Any]:
         doc = read_json(augment_progress_path(project))
     except (FileNotFoundError, ValueError):
         return {"state": "idle", "done": 0, "total": 0}
-    if doc.get("state") == "running" and doc.get("pid") and not pid_alive(doc["pid"]):
+    if (
+        doc.get("state") == "running"
+        and doc.get("pid")
+        and not pid_alive(doc["pid"], doc.get("pid_started"), doc.get("updated"))
+    ):
         doc["state"] = "interrupted"
     return doc
 
@@ -173,12 +202,15 @@ class AugmentProgress:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.started = time.time()
+        self.identity = job_identity()  # pid and start time: a reused pid is not this job
 
     def write(self, doc: dict[str, Any]) -> None:
         if self.path is not None:  # in place when the disk is full: the page must read why it failed
-            write_status_json(self.path, {**doc, "pid": os.getpid(), "updated": time.time()})
+            write_status_json(self.path, {**doc, **self.identity, "updated": time.time()})
 
     def running(self, done: int, total: int) -> None:
+        if self.path is not None and not self.path.parent.is_dir():
+            return  # the project was deleted: the job is ending
         self.write({"state": "running", "done": done, "total": total, "started": self.started})
 
 
@@ -198,6 +230,8 @@ def generate_training_set(
     """
     from facetrack.augment import generate
 
+    if not project.exists():
+        raise ProjectGone(f"the project {project.path.name} was deleted")
     out = AugmentProgress(progress_file)
     stop_file = project.path / AUGMENT_STOP_FILE
 
@@ -206,12 +240,19 @@ def generate_training_set(
             on_progress(done, total)
         out.running(done, total)
 
+    def should_stop() -> bool:
+        return stop_file.exists() or not project.exists()
+
     try:
-        report = generate(project, settings, progress=progress, should_stop=stop_file.exists, workers=workers)
+        report = generate(project, settings, progress=progress, should_stop=should_stop, workers=workers)
     except Exception as exc:
+        if not project.exists():
+            raise ProjectGone(f"the project {project.path.name} was deleted") from exc
         log.exception("generating the training set failed")
         out.write({"state": "failed", "message": str(exc)})
         raise
+    if not project.exists():  # deleted while generating: nothing more to write
+        raise ProjectGone(f"the project {project.path.name} was deleted")
     total = report.done + report.skipped
     out.write(
         {"state": "stopped" if report.stopped else "finished", "done": total, "total": total,

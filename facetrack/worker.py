@@ -56,8 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     folder = Path(args.folder)
+    from facetrack.tasks import ProjectGone
+
     try:
         return run_train(folder) if args.job == "train" else run_augment(folder)
+    except ProjectGone as exc:
+        log.info("%s job ended: %s", args.job, exc)
+        return 0
     except Exception:
         log.exception("%s job failed", args.job)
         return 1

@@ -290,6 +290,10 @@ class Project:
         # cached features mix many images in one file: drop the cache, it is rebuilt on demand
         shutil.rmtree(self.cache_dir, ignore_errors=True)
 
+    def exists(self) -> bool:
+        """False once the project was deleted (its ``project.json`` is gone): jobs then stop."""
+        return (self.path / "project.json").is_file()
+
     def delete(self) -> None:
         """Delete the whole project folder."""
         shutil.rmtree(self.path, ignore_errors=True)

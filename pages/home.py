@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from facetrack import jobs
 from facetrack.workspace import WorkspaceError, create_project, list_projects, workspace_root
 from ui.common import current_project, header, select_project, training_set_stale
 
@@ -160,7 +161,7 @@ with st.expander("Delete photos or the project", icon=":material/delete:"):
         key="delete_photos",
     ):
         try:
-            n = project.delete_all_images()
+            n = jobs.delete_all_photos(project)  # stops the jobs first
         except OSError as exc:
             st.error(f"Could not delete the photos: {exc}")
         else:
@@ -176,7 +177,7 @@ with st.expander("Delete photos or the project", icon=":material/delete:"):
         "Delete project", disabled=not sure_project, icon=":material/delete_forever:", key="delete_project"
     ):
         try:
-            project.delete()
+            jobs.delete_project(project)  # stops the jobs first
         except OSError as exc:
             st.error(f"Could not delete the project: {exc}")
         else:
