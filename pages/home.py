@@ -165,6 +165,7 @@ with st.expander("Delete photos or the project", icon=":material/delete:"):
         except OSError as exc:
             st.error(f"Could not delete the photos: {exc}")
         else:
+            st.cache_data.clear()  # no thumbnail of a deleted photo stays in memory
             st.session_state.pop("confirm_delete_photos", None)
             st.session_state["home_flash"] = f"Deleted {n} photo(s) and their labels."
             st.rerun()
@@ -181,6 +182,7 @@ with st.expander("Delete photos or the project", icon=":material/delete:"):
         except OSError as exc:
             st.error(f"Could not delete the project: {exc}")
         else:
+            st.cache_data.clear()  # no thumbnail of a deleted photo stays in memory
             if project.path.exists():
                 st.error("Some files could not be deleted (are they open in another program?).")
             else:
