@@ -261,6 +261,7 @@ def train(
             raise ValueError(
                 "There are no training images. Label some photos and generate the training set first."
             )
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)  # later writes create one level at most
         need = _space_needed(train_samples, val_samples, settings, Path(cache_dir))
         ensure_free_space(Path(cache_dir), need, "training")
         state = run_training(train_samples, val_samples, settings, run, callbacks, Path(cache_dir))
