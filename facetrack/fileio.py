@@ -223,8 +223,7 @@ def file_lock(path: Path) -> Iterator[None]:
     description and two threads opening the file separately would still
     exclude each other, but we keep the thread lock to be explicit and cheap).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)  # its folder must exist: a lock never re-creates a deleted project
     key = str(path.resolve())
     with _thread_locks_guard:
         tlock = _thread_locks.setdefault(key, threading.Lock())

@@ -240,11 +240,15 @@ class Project:
         )
         data = encode_jpeg(rgb)
         info = replace(info, sha256=hashlib.sha256(data).hexdigest())
+        if not self.exists():  # deleted (maybe in another tab): never re-create it
+            raise WorkspaceError("this project was deleted")
+        for folder in (self.meta_dir, self.images_dir):
+            folder.mkdir(exist_ok=True)  # one level: fails if the project went meanwhile
         # meta first, image last: an image without meta is never listed half-made
-        atomic_write_json(self.meta_path(image_id), asdict(info))
+        atomic_write_json(self.meta_path(image_id), asdict(info), parents=False)
         if label is not None:
             self._write_label(image_id, label)
-        atomic_write_bytes(self.image_path(image_id), data)
+        atomic_write_bytes(self.image_path(image_id), data, parents=False)
         return info
 
     def info(self, image_id: str) -> ImageInfo:

@@ -19,7 +19,7 @@ from facetrack.labels import Box
 from facetrack.runs import job_identity, pid_alive, run_state
 from facetrack.tasks import FileCallbacks, ProjectGone, augment_state, generate_training_set
 from facetrack.train import TrainSettings
-from facetrack.workspace import Project, create_project
+from facetrack.workspace import Project, WorkspaceError, create_project
 from tests.conftest import synthetic_face
 
 
@@ -104,6 +104,20 @@ def test_jobs_on_a_deleted_project_end_without_writing(tmp_path: Path) -> None:
         generate_training_set(
             project, AugmentSettings(copies_per_image=2), progress_file=project.path / "x.json"
         )
+    assert not project.path.exists()
+
+
+def test_another_tab_cannot_re_create_a_deleted_project(tmp_path: Path) -> None:
+    """Was: a burst capture in another tab wrote its frames into a re-created project folder."""
+    project = create_project("p", tmp_path)
+    _photos(project, 2, (96, 80))
+    other_tab = Project(project.path)
+    image_id = project.image_ids()[0]
+    project.delete()
+    with pytest.raises(WorkspaceError, match="deleted"):
+        other_tab.add_image(synthetic_face(96, 80), color="rgb", burst="b9")
+    with pytest.raises(OSError):
+        other_tab.set_boxes(image_id, [])
     assert not project.path.exists()
 
 
