@@ -339,12 +339,12 @@ def model_downloads(run_dir: Path, key: str) -> None:
     model_download(c1, keras_path, "Download model.keras", key=f"dl-keras-{key}")
     if tflite_path.is_file() and tflite_path.stat().st_mtime >= keras_path.stat().st_mtime:
         model_download(
-            c2, tflite_path, "Download model.tflite (for phones and live use)", key=f"dl-tflite-{key}"
+            c2, tflite_path, "Download the fast model (model.tflite, for phones and live use)", key=f"dl-tflite-{key}"
         )
-    elif c2.button("Make model.tflite", icon=":material/build:", key=f"export-{key}"):
+    elif c2.button("Make the fast model (.tflite)", icon=":material/build:", key=f"export-{key}"):
         from facetrack.export import ExportError, export_run
 
-        with st.spinner("Converting the model to TFLite (a few seconds)…"):
+        with st.spinner("Making the fast model file (.tflite, run by LiteRT; a few seconds)…"):
             try:
                 export_run(run_dir, "tflite")
             except (ExportError, ValueError, OSError) as exc:
@@ -357,7 +357,7 @@ METRIC_LABELS = {
     "presence_accuracy": "Face / no face right",
     "f1": "F1",
     "mean_iou": "Mean box overlap (IoU)",
-    "ap50": "AP@0.5",
+    "ap50": "Overall box score (AP@0.5)",
 }
 
 
