@@ -339,7 +339,10 @@ def model_downloads(run_dir: Path, key: str) -> None:
     model_download(c1, keras_path, "Download model.keras", key=f"dl-keras-{key}")
     if tflite_path.is_file() and tflite_path.stat().st_mtime >= keras_path.stat().st_mtime:
         model_download(
-            c2, tflite_path, "Download the fast model (model.tflite, for phones and live use)", key=f"dl-tflite-{key}"
+            c2,
+            tflite_path,
+            "Download the fast model (model.tflite, for phones and live use)",
+            key=f"dl-tflite-{key}",
         )
     elif c2.button("Make the fast model (.tflite)", icon=":material/build:", key=f"export-{key}"):
         from facetrack.export import ExportError, export_run

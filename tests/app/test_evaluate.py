@@ -176,7 +176,9 @@ def test_test_set_counts_and_too_few_warning(app, project_with_test, model_file:
     assert "Too few test photos" in warning and "more bursts" in warning and "other light" in warning
 
 
-def test_comparison_says_when_true_boxes_are_the_finders_own(app, project_with_test, model_file: Path) -> None:
+def test_comparison_says_when_true_boxes_are_the_finders_own(
+    app, project_with_test, model_file: Path
+) -> None:
     """Issue 11 item 4: boxes accepted from the ready-made finder's suggestions make the comparison moot."""
     from facetrack.augment import load_samples
     from facetrack.box_sources import record_box_source

@@ -47,7 +47,9 @@ def ready(workspace: Path):
 
 
 def _all_text(at) -> str:
-    return "\n".join(str(e.value) for kind in ("markdown", "caption", "info", "warning") for e in getattr(at, kind))
+    return "\n".join(
+        str(e.value) for kind in ("markdown", "caption", "info", "warning") for e in getattr(at, kind)
+    )
 
 
 def test_offline_without_weights_defaults_to_compact_and_warns_on_vgg16(app, ready, offline) -> None:
