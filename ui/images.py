@@ -95,6 +95,29 @@ def page_slice(items: Sequence, page: int, per_page: int) -> Sequence:
 
 
 # -- canvas <-> boxes ----------------------------------------------------------------------
+@st.cache_data(max_entries=64, show_spinner=False)
+def _canvas_background(path: str, mtime: float, cw: int, ch: int) -> bytes | None:
+    del mtime  # part of the cache key only
+    try:
+        rgb = read_rgb(Path(path))
+    except (ImageError, OSError, ValueError):
+        return None
+    interpolation = cv2.INTER_AREA if cw < rgb.shape[1] else cv2.INTER_CUBIC
+    return encode_jpeg(cv2.resize(rgb, (cw, ch), interpolation=interpolation), quality=90)
+
+
+def canvas_background(path: Path, cw: int, ch: int) -> bytes | None:
+    """The photo at ``path`` as a ``cw`` x ``ch`` JPEG for the drawing canvas (cached), None if gone.
+
+    A JPEG is a tenth of the PNG the canvas would make of a PIL image, and is made once per photo.
+    """
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    return _canvas_background(str(path), mtime, cw, ch)
+
+
 def canvas_size(width: int, height: int) -> tuple[int, int]:
     """Canvas size showing a ``width`` x ``height`` photo whole (scaled up or down, same shape)."""
     scale = min(CANVAS_MAX_W / width, CANVAS_MAX_H / height)
