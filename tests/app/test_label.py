@@ -209,7 +209,9 @@ def test_after_a_box_is_saved_confirming_is_primary_and_no_face_is_deliberate(ap
     ids = populated_project.image_ids()
     at = app(LABEL, project=populated_project.name, label_id=ids[0], **QUIET)
     no_exception(at)
-    primary = [b.label for b in at.button if b.proto.type == "primary" and not b.key.startswith("label_strip_")]
+    primary = [
+        b.label for b in at.button if b.proto.type == "primary" and not b.key.startswith("label_strip_")
+    ]
     assert primary == ["Boxes are right: next photo"]
     assert not [b for b in at.button if b.label == "No face in this photo"]  # inside a popover now
     confirm = [b for b in at.button if b.key == "label_no_face_confirm"]
