@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import streamlit as st
 
 from facetrack.box_sources import HAND, record_box_source
@@ -10,8 +13,18 @@ from facetrack.labels import Box, LabelError
 from facetrack.suggest import MTCNN_SOURCE, SuggestError, Suggestion
 from facetrack.workspace import Project, WorkspaceError
 from ui.common import header, require_project, run_label
-from ui.images import boxes_from_canvas, canvas_background, canvas_size, rect_object, same_boxes, thumbnail
+from ui.images import (
+    boxes_from_canvas,
+    canvas_background,
+    canvas_size,
+    merge_drawn,
+    rect_object,
+    same_boxes,
+    thumbnail,
+)
 from ui.labeling import neighbours, prefetch, suggestions_for
+
+logger = logging.getLogger(__name__)
 
 SAVED_COLOR = "#2ecc71"
 SUGGESTION_COLOR = "#ff9800"
@@ -139,6 +152,10 @@ def navigation(project: Project, ids: list[str], index: int, first_open: str | N
             width=170,
             help="Type a number and press Enter to jump to that photo.",
         )
+
+
+def photo_strip(project: Project, ids: list[str], index: int) -> None:
+    """The neighbouring photos, each a click away, with what is saved for each."""
     with st.container(horizontal=True, gap="small", key="label_strip"):
         for k in neighbours(ids, index, STRIP_SIZE):
             image_id = ids[k]
@@ -259,7 +276,8 @@ def action_buttons(
 HOW_TO_DRAW = """\
 - **Draw**: press the mouse on one corner of a face and drag to the opposite corner: a box
   from the eyebrows to the chin, about as wide as tall. The rectangle tool is always on.
-- **Several faces**: draw one box per face; every box is saved.
+- **Several faces**: draw one box per face; every box is saved. A box drawn over an existing one
+  replaces it.
 - **Move, resize or delete a box**: point at the photo; a small toolbar appears above its top
   right corner. Click the **pencil** (Edit), click a box, then drag it, drag its corners, or
   click **×** (Delete selected). Click the pencil again to draw new boxes.
@@ -275,6 +293,7 @@ def show_canvas(
 ) -> list[Box] | None:
     """The photo with ``shown`` boxes on the drawing canvas; returns the canvas's boxes (None: nothing)."""
     cw, ch = canvas_size(width, height)
+    key = f"canvas-{project.name}-{current}-{st.session_state.get('label_nonce', 0)}-{_boxes_key(shown)}"
     color = SAVED_COLOR if saved else SUGGESTION_COLOR
     background = canvas_background(project.image_path(current), cw, ch)
     if background is None:
@@ -293,15 +312,48 @@ def show_canvas(
             drawing_mode="rect",
             initial_drawing={"objects": [rect_object(b, cw, ch, color) for b in shown]},
             update_streamlit=True,
+            on_change=functools.partial(on_canvas_change, project, current, key, cw, ch, shown),
             # The starting boxes are part of the key: when they change (another suggestion source,
             # a save), the canvas starts afresh instead of returning its old drawing.
-            key=f"canvas-{project.name}-{current}-{st.session_state.get('label_nonce', 0)}-{_boxes_key(shown)}",
+            key=key,
         )
         return boxes_from_canvas(result.json_data, cw, ch)
     except Exception as exc:  # noqa: BLE001 - the component must never take the page down
         st.image(background)
         st.warning(f"The drawing canvas is not available ({exc}): use the buttons beside it.")
         return None
+
+
+def apply_drawing(
+    project: Project, current: str, drawn: list[Box] | None, shown: list[Box], saved: list[Box] | None
+) -> bool:
+    """Save what the canvas holds when it differs from what it started with; True when something changed.
+
+    Every box is saved; a box drawn over a starting box replaces it (see ``merge_drawn``).
+    """
+    if drawn is None or same_boxes(drawn, shown):
+        return False
+    boxes = merge_drawn(drawn, shown)
+    if boxes:
+        if same_boxes(boxes, saved):
+            return False
+        save(project, current, boxes, f"Saved: {plural(len(boxes), 'face box', 'face boxes')}.")
+        return True
+    if saved:
+        clear(project, current)
+        return True
+    return False
+
+
+def on_canvas_change(project: Project, current: str, key: str, cw: int, ch: int, shown: list[Box]) -> None:
+    """The canvas sent a new drawing: save it before the page is drawn again (one run, not two)."""
+    try:
+        raw = st.session_state[key]["drawing"]["raw"]
+    except (KeyError, TypeError):
+        logger.info("the canvas %s sent no drawing", key)
+        return
+    # the saved boxes afresh: the canvas may send the same drawing twice (save it once)
+    apply_drawing(project, current, boxes_from_canvas(raw, cw, ch), shown, project.boxes(current))
 
 
 def _boxes_key(boxes: list[Box]) -> str:
@@ -367,24 +419,22 @@ with side:
 
 shown = saved if saved else [s.box for s in found]
 with canvas_box:
+    # Room above the photo: the canvas toolbar (undo, pencil, delete) appears there, over nothing else.
+    st.caption("Drag on the photo to draw a box around each face.", width=cw - 220)
     drawn = show_canvas(project, current, info.width, info.height, shown, saved)
     st.caption(
         f"{info.width} x {info.height} pixels · {plural(len(drawn if drawn is not None else shown), 'box', 'boxes')}"
         " on the photo" + (f" · part of a burst (photos taken in a row): {info.burst}" if info.burst else "")
     )
 
+photo_strip(project, ids, index)
+
 # Fetch the next photos' suggestions while the user looks at this one.
 prefetch(project, [ids[k] for k in range(index + 1, min(index + 3, len(ids)))], source)
 
-# A drawing different from what the canvas started with is the user's: save it now (every box).
-if drawn is not None and not same_boxes(drawn, shown):
-    if drawn:
-        if not same_boxes(drawn, saved):
-            save(project, current, drawn, f"Saved: {plural(len(drawn), 'face box', 'face boxes')}.")
-            st.rerun()
-    elif saved:
-        clear(project, current)
-        st.rerun()
+# Normally saved by the canvas's callback already; this catches a drawing that arrived otherwise.
+if apply_drawing(project, current, drawn, shown, saved):
+    st.rerun()
 
 st.divider()
 if labelled == len(ids):

@@ -177,3 +177,24 @@ def same_boxes(a: list[Box] | None, b: list[Box] | None, tol: float = 0.004) -> 
         max(abs(p - q) for p, q in zip(x.to_list(), y.to_list(), strict=True)) <= tol
         for x, y in zip(a, b, strict=True)
     )
+
+
+def overlap_of_smaller(a: Box, b: Box) -> float:
+    """The share of the smaller box that lies inside the other (1: one box inside the other)."""
+    w = min(a.x2, b.x2) - max(a.x1, b.x1)
+    h = min(a.y2, b.y2) - max(a.y1, b.y1)
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / min(a.area, b.area)
+
+
+def merge_drawn(drawn: list[Box], shown: list[Box], replace_at: float = 0.5) -> list[Box]:
+    """The boxes to save from the canvas: what the user drew or changed, and the starting boxes left alone.
+
+    A starting box (a suggestion, or a saved box) left untouched is dropped when a box the
+    user drew covers half of it or more (or lies half inside it): drawing a face's box again
+    replaces it. Every other box is kept, in the canvas's order.
+    """
+    untouched = [b for b in drawn if any(same_boxes([b], [s]) for s in shown)]
+    users = [b for b in drawn if b not in untouched]
+    return [b for b in drawn if b in users or all(overlap_of_smaller(b, u) < replace_at for u in users)]

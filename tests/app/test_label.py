@@ -253,3 +253,17 @@ def test_accept_all_suggestions_saves_every_face(app, populated_project) -> None
     at.session_state["label_id"] = image_id
     at.run()
     assert any("Saved: 2 face boxes" in m.value for m in at.markdown)
+
+
+def test_merge_drawn_keeps_every_face_and_replaces_a_redrawn_one() -> None:
+    from ui.images import merge_drawn
+
+    left, right = Box(0.05, 0.1, 0.3, 0.5), Box(0.6, 0.1, 0.9, 0.5)
+    assert merge_drawn([left, right], [left, right]) == [left, right]  # nothing changed
+    third = Box(0.35, 0.55, 0.55, 0.9)
+    assert merge_drawn([left, right, third], [left, right]) == [left, right, third]  # a new face
+    redraw = Box(0.58, 0.08, 0.92, 0.55)  # drawn again over the right-hand box
+    assert merge_drawn([left, right, redraw], [left, right]) == [left, redraw]
+    moved = Box(0.1, 0.1, 0.35, 0.5)  # a starting box moved with the pencil tool: the user's now
+    assert merge_drawn([moved, right], [left, right]) == [moved, right]
+    assert merge_drawn([], [left]) == []
