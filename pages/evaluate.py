@@ -166,10 +166,15 @@ def show_test_set(summary: TestSetSummary) -> None:
     )
     if not summary.too_few:
         return
+    spread = (
+        f"With {summary.faces} test photo(s) with a face, one photo more or less right moves a score by "
+        f"{100 / summary.faces:.0f} points"
+        if summary.faces
+        else "There is no test photo with a face, so nothing says how well boxes are placed"
+    )
     st.warning(
-        f"**Too few test photos to trust these figures much.** With {summary.faces} face photo(s), one photo "
-        f"more or less right moves a score by {100 / max(1, summary.faces):.0f} points; FaceTrack wants at "
-        f"least {MIN_TEST_FACES} test photos with a face, from at least {MIN_TEST_MOMENTS} separate moments. "
+        f"**Too few test photos to trust these figures much.** {spread}; FaceTrack wants at least "
+        f"{MIN_TEST_FACES} test photos with a face, from at least {MIN_TEST_MOMENTS} separate moments. "
         "What to do: take more bursts (or single photos), ideally on other days, in other light, in other "
         "clothes or rooms; label them, then generate the training set again (about one group in seven "
         "goes to the test set by itself) and evaluate again.",

@@ -150,7 +150,8 @@ def navigation(project: Project, ids: list[str], index: int, first_open: str | N
             on_change=go_to_position,
             args=(project,),
             width=170,
-            help="Type a number and press Enter to jump to that photo.",
+            help="Type a number and press Enter to jump to that photo. The − and + buttons step one "
+            "photo per click, and quick clicks all count.",
         )
 
 
@@ -420,7 +421,7 @@ with side:
 shown = saved if saved else [s.box for s in found]
 with canvas_box:
     # Room above the photo: the canvas toolbar (undo, pencil, delete) appears there, over nothing else.
-    st.caption("Drag on the photo to draw a box around each face.", width=cw - 220)
+    st.caption("Drag on the photo to draw a box around each face.", width=max(160, cw - 170))
     drawn = show_canvas(project, current, info.width, info.height, shown, saved)
     st.caption(
         f"{info.width} x {info.height} pixels · {plural(len(drawn if drawn is not None else shown), 'box', 'boxes')}"

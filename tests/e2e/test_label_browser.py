@@ -241,6 +241,16 @@ def test_keys_and_photo_number_move_between_photos(page, app_server, e2e_workspa
     wait_idle(page)
     expect(page.get_by_role("button", name="5", exact=True)).to_have_attribute("kind", "primary")
     expect(number).to_have_value("5")
+    # quick clicks on the number's − button all count (its value changes in the browser, no click is lost)
+    step_down = page.get_by_test_id("stNumberInputStepDown")
+    for _ in range(3):
+        step_down.click()
+    expect(number).to_have_value("2")
+    wait_idle(page)
+    expect(page.get_by_role("button", name="2", exact=True)).to_have_attribute("kind", "primary")
+    number.fill("5")
+    number.press("Enter")
+    wait_idle(page)
     page.get_by_role("heading", name="2. Label").click()  # out of the number box: keys are shortcuts again
     page.keyboard.press("n")  # no face in photo 5
     wait_until(lambda: project.boxes(project.image_ids()[4]) == [], 30, message="photo 5 saved as no face")
