@@ -312,7 +312,17 @@ def settings_form() -> None:
         "a little for a few more rounds, very gently. Slower; sometimes the boxes sit better."
     )
     name = st.text_input("Run name (optional)", placeholder=backbone, max_chars=40, key="train_run_name")
-    if st.button("Start training", type="primary", icon=":material/play_arrow:", key="start_training"):
+    cannot_start = backbone == "vgg16" and availability == "offline"  # it would fail at once
+    if st.button(
+        "Start training",
+        type="primary",
+        icon=":material/play_arrow:",
+        key="start_training",
+        disabled=cannot_start,
+        help="VGG16's weights are missing and cannot be downloaded: choose Compact."
+        if cannot_start
+        else None,
+    ):
         try:
             settings = TrainSettings(
                 backbone=backbone,

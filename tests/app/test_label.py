@@ -267,3 +267,11 @@ def test_merge_drawn_keeps_every_face_and_replaces_a_redrawn_one() -> None:
     moved = Box(0.1, 0.1, 0.35, 0.5)  # a starting box moved with the pencil tool: the user's now
     assert merge_drawn([moved, right], [left, right]) == [moved, right]
     assert merge_drawn([], [left]) == []
+
+
+def test_how_to_draw_describes_the_real_tool(app, populated_project) -> None:
+    """Issue 11 item 5: the canvas's edit tool is a pencil; there is no arrow; several boxes are kept."""
+    at = app(LABEL, project=populated_project.name, **QUIET)
+    (text,) = [m.value for m in at.expander[0].markdown] if at.expander else [""]
+    assert "**pencil**" in text and "arrow)" not in text and "one face per photo" not in text.lower(), text
+    assert "Several faces" in text and "rectangle tool is always on" in text

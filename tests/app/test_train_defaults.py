@@ -60,6 +60,9 @@ def test_offline_without_weights_defaults_to_compact_and_warns_on_vgg16(app, rea
     at.radio(key="train_backbone").set_value("vgg16").run()
     no_exception(at)
     assert any("internet cannot be reached" in w.value for w in at.warning)
+    assert at.button(key="start_training").disabled  # a VGG16 run would fail at once
+    at.radio(key="train_backbone").set_value("compact").run()
+    assert not at.button(key="start_training").disabled
 
 
 def test_weights_present_defaults_to_vgg16(app, ready, weights_present, offline) -> None:
