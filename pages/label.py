@@ -430,8 +430,9 @@ with canvas_box:
 
 photo_strip(project, ids, index)
 
-# Fetch the next photos' suggestions while the user looks at this one.
-prefetch(project, [ids[k] for k in range(index + 1, min(index + 3, len(ids)))], source)
+# Fetch the suggestions of the next photos not labelled yet while the user looks at this one.
+upcoming = [ids[k] for k in range(index + 1, min(index + 3, len(ids)))]
+prefetch(project, [i for i in upcoming if not project.label_path(i).exists()], source)
 
 # Normally saved by the canvas's callback already; this catches a drawing that arrived otherwise.
 if apply_drawing(project, current, drawn, shown, saved):
