@@ -73,7 +73,10 @@ def save(
     message: str,
     advance: bool = False,
     source: str | None = HAND,
+    restart_canvas: bool = True,
 ) -> None:
+    """Save ``boxes`` for the photo; ``restart_canvas`` (every change not made on the canvas itself)
+    draws the canvas afresh with the saved boxes."""
     try:
         project.set_boxes(image_id, boxes)
         record_box_source(project, image_id, source if boxes else None)
@@ -81,7 +84,8 @@ def save(
         st.session_state["label_flash"] = ("error", f"Not saved: {exc}")
         return
     st.session_state["label_flash"] = ("success", message)
-    st.session_state["label_nonce"] = st.session_state.get("label_nonce", 0) + 1
+    if restart_canvas:
+        restart_the_canvas()
     if advance:
         go_on(project, True)
 
@@ -91,7 +95,7 @@ def confirm(project: Project, advance: bool) -> None:
     go_on(project, advance)
 
 
-def clear(project: Project, image_id: str) -> None:
+def clear(project: Project, image_id: str, restart_canvas: bool = True) -> None:
     try:
         project.clear_label(image_id)
         record_box_source(project, image_id, None)
@@ -99,7 +103,13 @@ def clear(project: Project, image_id: str) -> None:
         st.session_state["label_flash"] = ("error", f"Not cleared: {exc}")
         return
     st.session_state["label_flash"] = ("info", "Label cleared: this photo is not labelled any more.")
-    st.session_state["label_nonce"] = st.session_state.get("label_nonce", 0) + 1
+    if restart_canvas:
+        restart_the_canvas()
+
+
+def restart_the_canvas() -> None:
+    """The next run draws a new canvas (a new key) starting from the saved boxes or the suggestions."""
+    st.session_state["label_canvas_gen"] = st.session_state.get("label_canvas_gen", 0) + 1
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -289,17 +299,30 @@ HOW_TO_DRAW = """\
 """
 
 
+def canvas_start(key: str, shown: list[Box], color: str) -> tuple[list[Box], str]:
+    """The boxes (and their colour) the canvas ``key`` started with: ``shown`` when it is new.
+
+    A drawing saved from the canvas keeps the canvas as it is (same key, same start): redrawing it
+    would swallow a box the user is already drawing next.
+    """
+    start = st.session_state.get("label_canvas_start")
+    if not start or start[0] != key:
+        start = (key, list(shown), color)
+        st.session_state["label_canvas_start"] = start
+    return start[1], start[2]
+
+
 def show_canvas(
-    project: Project, current: str, width: int, height: int, shown: list[Box], saved
-) -> list[Box] | None:
-    """The photo with ``shown`` boxes on the drawing canvas; returns the canvas's boxes (None: nothing)."""
-    cw, ch = canvas_size(width, height)
-    key = f"canvas-{project.name}-{current}-{st.session_state.get('label_nonce', 0)}-{_boxes_key(shown)}"
-    color = SAVED_COLOR if saved else SUGGESTION_COLOR
+    project: Project, current: str, size: tuple[int, int], shown: list[Box], color: str, source: str
+) -> tuple[list[Box] | None, list[Box]]:
+    """The photo on the drawing canvas; returns the canvas's boxes (None: nothing) and its starting boxes."""
+    cw, ch = size
+    key = f"canvas-{project.name}-{current}-{source or 'none'}-{st.session_state.get('label_canvas_gen', 0)}"
+    start, start_color = canvas_start(key, shown, color)
     background = canvas_background(project.image_path(current), cw, ch)
     if background is None:
         st.error("This photo cannot be shown. It may have been deleted in another tab.")
-        return None
+        return None, start
     try:
         from streamlit_drawable_canvas import st_canvas
 
@@ -311,42 +334,44 @@ def show_canvas(
             width=cw,
             height=ch,
             drawing_mode="rect",
-            initial_drawing={"objects": [rect_object(b, cw, ch, color) for b in shown]},
+            initial_drawing={"objects": [rect_object(b, cw, ch, start_color) for b in start]},
             update_streamlit=True,
-            on_change=functools.partial(on_canvas_change, project, current, key, cw, ch, shown),
-            # The starting boxes are part of the key: when they change (another suggestion source,
-            # a save), the canvas starts afresh instead of returning its old drawing.
+            on_change=functools.partial(on_canvas_change, project, current, key, cw, ch, start),
             key=key,
         )
-        return boxes_from_canvas(result.json_data, cw, ch)
+        return boxes_from_canvas(result.json_data, cw, ch), start
     except Exception as exc:  # noqa: BLE001 - the component must never take the page down
         st.image(background)
         st.warning(f"The drawing canvas is not available ({exc}): use the buttons beside it.")
-        return None
+        return None, start
 
 
 def apply_drawing(
-    project: Project, current: str, drawn: list[Box] | None, shown: list[Box], saved: list[Box] | None
+    project: Project, current: str, drawn: list[Box] | None, start: list[Box], saved: list[Box] | None
 ) -> bool:
     """Save what the canvas holds when it differs from what it started with; True when something changed.
 
-    Every box is saved; a box drawn over a starting box replaces it (see ``merge_drawn``).
+    Every box is saved; a box drawn over a starting box replaces it (see ``merge_drawn``), and
+    then the canvas is drawn afresh so that it shows what is saved.
     """
-    if drawn is None or same_boxes(drawn, shown):
+    if drawn is None or same_boxes(drawn, start):
         return False
-    boxes = merge_drawn(drawn, shown)
+    boxes = merge_drawn(drawn, start)
     if boxes:
         if same_boxes(boxes, saved):
             return False
-        save(project, current, boxes, f"Saved: {plural(len(boxes), 'face box', 'face boxes')}.")
+        message = f"Saved: {plural(len(boxes), 'face box', 'face boxes')}."
+        # drawn afresh when a box was dropped, or when orange suggestions on it are now saved (green)
+        restart = len(boxes) != len(drawn) or (saved is None and bool(start))
+        save(project, current, boxes, message, restart_canvas=restart)
         return True
     if saved:
-        clear(project, current)
+        clear(project, current, restart_canvas=False)
         return True
     return False
 
 
-def on_canvas_change(project: Project, current: str, key: str, cw: int, ch: int, shown: list[Box]) -> None:
+def on_canvas_change(project: Project, current: str, key: str, cw: int, ch: int, start: list[Box]) -> None:
     """The canvas sent a new drawing: save it before the page is drawn again (one run, not two)."""
     try:
         raw = st.session_state[key]["drawing"]["raw"]
@@ -354,11 +379,7 @@ def on_canvas_change(project: Project, current: str, key: str, cw: int, ch: int,
         logger.info("the canvas %s sent no drawing", key)
         return
     # the saved boxes afresh: the canvas may send the same drawing twice (save it once)
-    apply_drawing(project, current, boxes_from_canvas(raw, cw, ch), shown, project.boxes(current))
-
-
-def _boxes_key(boxes: list[Box]) -> str:
-    return "|".join(",".join(f"{v:.4f}" for v in b.to_list()) for b in boxes) or "none"
+    apply_drawing(project, current, boxes_from_canvas(raw, cw, ch), start, project.boxes(current))
 
 
 # -- the page --------------------------------------------------------------------------------
@@ -385,9 +406,12 @@ if current not in ids:  # first visit, or deleted in another tab
 index = ids.index(current)
 navigation(project, ids, index, first_open)
 
+# Messages go in a slot that is always there: an element appearing above the canvas would move it
+# in the page's element tree, and the browser would rebuild it, losing a box being drawn.
+messages = st.container()
 flash = st.session_state.pop("label_flash", None)
 if flash:
-    getattr(st, flash[0])(flash[1])
+    getattr(messages, flash[0])(flash[1])
 
 try:
     info = project.info(current)
@@ -397,7 +421,7 @@ except (ImageError, WorkspaceError, OSError) as exc:
 
 saved = project.boxes(current)  # None: not labelled, []: no face
 if saved is None and project.label_path(current).exists():
-    st.warning("This photo's label file is damaged: draw the boxes again to replace it.")
+    messages.warning("This photo's label file is damaged: draw the boxes again to replace it.")
 
 cw, ch = canvas_size(info.width, info.height)
 # The canvas gets exactly its own width; the panel takes the rest, or goes under the photo.
@@ -422,7 +446,9 @@ shown = saved if saved else [s.box for s in found]
 with canvas_box:
     # Room above the photo: the canvas toolbar (undo, pencil, delete) appears there, over nothing else.
     st.caption("Drag on the photo to draw a box around each face.", width=max(160, cw - 170))
-    drawn = show_canvas(project, current, info.width, info.height, shown, saved)
+    drawn, start = show_canvas(
+        project, current, (cw, ch), shown, SAVED_COLOR if saved else SUGGESTION_COLOR, source
+    )
     st.caption(
         f"{info.width} x {info.height} pixels · {plural(len(drawn if drawn is not None else shown), 'box', 'boxes')}"
         " on the photo" + (f" · part of a burst (photos taken in a row): {info.burst}" if info.burst else "")
@@ -435,7 +461,7 @@ upcoming = [ids[k] for k in range(index + 1, min(index + 3, len(ids)))]
 prefetch(project, [i for i in upcoming if not project.label_path(i).exists()], source)
 
 # Normally saved by the canvas's callback already; this catches a drawing that arrived otherwise.
-if apply_drawing(project, current, drawn, shown, saved):
+if apply_drawing(project, current, drawn, start, saved):
     st.rerun()
 
 st.divider()

@@ -195,9 +195,10 @@ def test_two_boxes_drawn_are_two_labelme_rectangles(page, app_server, e2e_worksp
     wait_until(label_path.exists, 30, message="the first box to be saved")
     wait_idle(page)
     expect(page.get_by_text("Saved: 1 face box").first).to_be_visible()
-    # the canvas starts afresh with the saved box: wait until it is drawn there (the new canvas is ready)
+    # the same canvas stays (drawn afresh it could swallow the next box): one canvas, the box on it
+    expect(page.locator("canvas.upper-canvas")).to_have_count(1)
     lower = page.locator("canvas.dc-canvas.lower-canvas")
-    wait_until(lambda: lower.evaluate_all(GREEN_PIXELS) > 300, 20, message="the saved box on the new canvas")
+    wait_until(lambda: lower.evaluate_all(GREEN_PIXELS) > 300, 20, message="the saved box on the canvas")
     canvas = page.locator("canvas.upper-canvas").first
     bb = canvas.bounding_box()
     drag(page, bb, (380, 100), (560, 300))
@@ -225,32 +226,35 @@ def test_keys_and_photo_number_move_between_photos(page, app_server, e2e_workspa
         project.add_image(plain_photo(10 + seed), original_name=f"p{seed}.jpg", origin="camera")
     open_page(page, app_server, "label", project.name, timeout=120)
     number = page.get_by_role("spinbutton", name="Photo number (of 5)")
-    expect(number).to_have_value("1")
+
+    def shown(n: int) -> None:
+        """Wait until the server has drawn photo ``n`` (its strip button is the primary one) and is idle."""
+        strip = page.get_by_role("button", name=str(n), exact=True)
+        wait_until(lambda: strip.get_attribute("kind") == "primary", 60, message=f"photo {n} shown")
+        wait_idle(page)
+        expect(number).to_have_value(str(n))
+
+    shown(1)
     page.get_by_role("heading", name="2. Label").click()  # focus on the page, not in a field
     page.keyboard.press("ArrowRight")
-    expect(number).to_have_value("2")
-    wait_idle(page)
+    shown(2)
     page.keyboard.press("ArrowRight")
-    expect(number).to_have_value("3")
-    wait_idle(page)
+    shown(3)
     page.keyboard.press("ArrowLeft")
-    expect(number).to_have_value("2")
-    wait_idle(page)
+    shown(2)
     number.fill("5")
     number.press("Enter")
-    wait_idle(page)
-    expect(page.get_by_role("button", name="5", exact=True)).to_have_attribute("kind", "primary")
-    expect(number).to_have_value("5")
+    shown(5)
     # quick clicks on the number's − button all count (its value changes in the browser, no click is lost)
     step_down = page.get_by_test_id("stNumberInputStepDown")
     for _ in range(3):
         step_down.click()
     expect(number).to_have_value("2")
-    wait_idle(page)
-    expect(page.get_by_role("button", name="2", exact=True)).to_have_attribute("kind", "primary")
+    shown(2)
     number.fill("5")
     number.press("Enter")
-    wait_idle(page)
+    shown(5)
     page.get_by_role("heading", name="2. Label").click()  # out of the number box: keys are shortcuts again
     page.keyboard.press("n")  # no face in photo 5
     wait_until(lambda: project.boxes(project.image_ids()[4]) == [], 30, message="photo 5 saved as no face")
+    assert all(project.boxes(i) is None for i in project.image_ids()[:4])  # and only photo 5
