@@ -133,8 +133,22 @@ with controls:
         )
         st.slider("Brightness (±)", *LIMITS["brightness"], step=0.05, key=widget_key("brightness"))
         st.slider("Contrast (±)", *LIMITS["contrast"], step=0.05, key=widget_key("contrast"))
-        st.slider("Gamma (± percent)", *LIMITS["gamma"], step=5, key=widget_key("gamma"))
-        st.slider("RGB shift (± levels)", *LIMITS["rgb_shift"], step=5, key=widget_key("rgb_shift"))
+        st.slider(
+            "Mid-tone lightness (gamma, ± percent)",
+            *LIMITS["gamma"],
+            step=5,
+            key=widget_key("gamma"),
+            help="Makes the middle greys lighter or darker while pure black and white stay: "
+            "like a face in a dim or a bright room. Photographers call it gamma.",
+        )
+        st.slider(
+            "Colour tint (RGB shift, ± levels)",
+            *LIMITS["rgb_shift"],
+            step=5,
+            key=widget_key("rgb_shift"),
+            help="Adds a little red, green or blue to the whole picture, like warm lamp light "
+            "or a cool window. Each colour moves by up to this many of its 255 levels.",
+        )
         st.slider(
             "Blur probability", *LIMITS["blur_probability"], step=0.05, key=widget_key("blur_probability")
         )
@@ -147,10 +161,22 @@ with controls:
             "(photos without a face are sometimes grayscale, faces too).",
         )
     with st.expander("Advanced", icon=":material/tune:"):
-        st.number_input("Random seed", *LIMITS["seed"], step=1, key=widget_key("seed"))
-        if st.button("Reset to defaults", icon=":material/restart_alt:"):
-            load_into_widgets(AugmentSettings())
-            st.rerun()
+        st.number_input(
+            "Dice number (random seed)",
+            *LIMITS["seed"],
+            step=1,
+            key=widget_key("seed"),
+            help="The copies are made by chance; the same number gives the same copies again, "
+            "a different number gives different ones. Programmers call it the random seed.",
+        )
+        # A callback runs before the next run draws the widgets: only then may their values change.
+        st.button(
+            "Reset to defaults",
+            icon=":material/restart_alt:",
+            key="aug_reset",
+            on_click=load_into_widgets,
+            args=(AugmentSettings(),),
+        )
 
 try:
     settings = settings_from_widgets()

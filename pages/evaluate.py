@@ -20,6 +20,7 @@ from facetrack.evaluate import compare_with_reference, is_face, reference_result
 from facetrack.export import labelme_zip
 from facetrack.images import ImageError, encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
+from facetrack.testset import MIN_TEST_FACES, MIN_TEST_MOMENTS, TestSetSummary, summarize_test_set
 from facetrack.workspace import Project
 from ui.common import header, model_download, pick_run, require_project
 from ui.images import BOX_RGB, draw_boxes, shrink
@@ -35,7 +36,7 @@ METRICS = [
     ("fp_rate", "False alarms", "Share of photos without a face where the model still said “face”. Lower is better."),
     ("mean_iou", "Mean box overlap (IoU)", "How well predicted boxes cover the true boxes: 0 = miss, 1 = perfect."),
     ("hit_rate", "Boxes with IoU ≥ 0.5", "Share of faces whose box overlaps the true box at least half (a usual “good enough”)."),
-    ("ap50", "AP@0.5", "Average precision at IoU 0.5: finding faces and placing boxes, over all thresholds. 1 is perfect."),
+    ("ap50", "Overall box score (AP@0.5)", "Finding faces and placing boxes well, over every score threshold at once: 1 is perfect. Experts call it average precision at IoU 0.5."),
 ]  # fmt: skip
 
 project = require_project()
@@ -123,6 +124,48 @@ def pretrained_available() -> str | None:
     return None
 
 
+def show_test_set(summary: TestSetSummary) -> None:
+    """How many test photos and faces, from how many moments; a warning when too few to trust."""
+    st.markdown(
+        f"**Test set:** {summary.photos} photo(s) the model never saw: {summary.faces} with a face, "
+        f"{summary.no_face} without, taken at {summary.moments} separate moment(s) "
+        "(a burst counts as one moment: its photos are near copies)."
+    )
+    if not summary.too_few:
+        return
+    spread = (
+        f"With {summary.faces} test photo(s) with a face, one photo more or less right moves a score by "
+        f"{100 / summary.faces:.0f} points"
+        if summary.faces
+        else "There is no test photo with a face, so nothing says how well boxes are placed"
+    )
+    st.warning(
+        f"**Too few test photos to trust these figures much.** {spread}; FaceTrack wants at least "
+        f"{MIN_TEST_FACES} test photos with a face, from at least {MIN_TEST_MOMENTS} separate moments. "
+        "What to do: take more bursts (or single photos), ideally on other days, in other light, in other "
+        "clothes or rooms; label them, then generate the training set again (about one group in seven "
+        "goes to the test set by itself) and evaluate again.",
+        icon=":material/warning:",
+    )
+
+
+def comparison_caveat(summary: TestSetSummary) -> None:
+    """Warn when the true boxes are the ready-made face finder's own accepted suggestions."""
+    if summary.suggested_faces:
+        st.warning(
+            f"{summary.suggested_faces} of the {summary.faces} test face(s) have boxes you accepted from "
+            "this same ready-made face finder's suggestions on the Label page. On those photos it is "
+            "compared with itself, so it looks almost perfect there: the comparison means little. "
+            "For a fair one, draw the boxes of some test photos by hand.",
+            icon=":material/balance:",
+        )
+    elif summary.unknown_faces:
+        st.caption(
+            "If you accepted the ready-made face finder's suggestions on the Label page, those photos' "
+            "true boxes are its own, and it looks better than it is on them."
+        )
+
+
 def show_metrics(m: dict[str, Any]) -> None:
     counts = m.get("counts") or m
     st.markdown(
@@ -157,7 +200,7 @@ def reference_text(true_box: Box | None, found: list, boxes: list, theirs: list[
 def show_gallery(items: list[dict[str, Any]], compare: bool) -> None:
     st.caption(
         "Green: the box you drew. Orange: your model's box and score."
-        + (" Blue: the ready-made detector (MTCNN)." if compare else "")
+        + (" Blue: the ready-made face finder (MTCNN)." if compare else "")
     )
     ours: list[float] = []
     theirs: list[float] = []
@@ -217,14 +260,15 @@ def model_downloads(run_dir: Path) -> None:
     else:
         c2.caption("No .tflite file yet: make one on the Train page.")
     c3.download_button(
-        "Labelled photos (labelme .zip)",
+        "Labelled photos (.zip for the labelme app)",
         data=functools.partial(labelme_zip, project),
         file_name=f"{project.name}-labelme.zip",
         mime="application/zip",
         icon=":material/folder_zip:",
         on_click="ignore",
         key="eval-dl-zip",
-        help="Every photo with its labelme JSON file; the labelme desktop app opens them unchanged.",
+        help="Every photo with its box file. The box files are in the format of labelme, a free "
+        "labelling program (JSON files): labelme opens them unchanged.",
     )
 
 
@@ -241,6 +285,7 @@ if state.active:
     st.caption("This training is still running: the model shown is its best so far.")
 
 test = list_samples(project.augmented_dir, "test", project.stored_split())
+summary = summarize_test_set(project, test)
 metrics = run_files.read_metrics(run)
 per_image = run_files.read_per_image(run)
 
@@ -251,6 +296,7 @@ if not test:
     )
     st.page_link("pages/augment.py", label="Go to 3. Augment", icon=":material/auto_awesome:")
 else:
+    show_test_set(summary)
     label = "Evaluate again on the test photos" if metrics else "Evaluate on the test photos"
     if st.button(
         label, type="secondary" if metrics else "primary", icon=":material/fact_check:", key="evaluate"
@@ -274,7 +320,7 @@ if metrics:
             item.setdefault("threshold", metrics.get("threshold", 0.5))
         reason = pretrained_available()
         compare = st.toggle(
-            "Compare with a ready-made face detector (MTCNN, works offline; slower the first time)",
+            "Compare with a ready-made face finder (MTCNN, works offline; slower the first time)",
             value=False,
             disabled=reason is not None,
             key="eval_compare",
@@ -282,6 +328,7 @@ if metrics:
             or "Runs a pretrained face detector on the same photos so you can see if yours beats it.",
         )
         if compare:
+            comparison_caveat(summary)
             with st.spinner("Running the ready-made detector on these photos…"):
                 show_gallery(per_image[:GALLERY_SIZE], True)
         else:

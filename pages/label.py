@@ -1,193 +1,278 @@
-"""Label: draw one box around the face in each photo (or say there is none); saved at once."""
+"""Label: draw a box around every face in each photo (or say there is none); saved at once."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
+import logging
 
 import streamlit as st
-from PIL import Image
 
-from facetrack import runs as run_files
-from facetrack import suggest
-from facetrack.images import ImageError, read_rgb
+from facetrack.box_sources import HAND, record_box_source
+from facetrack.images import ImageError
 from facetrack.labels import Box, LabelError
-from facetrack.suggest import MTCNN_SOURCE, MtcnnSuggester, RunSuggester, SuggestError, Suggestion
+from facetrack.suggest import MTCNN_SOURCE, SuggestError, Suggestion
 from facetrack.workspace import Project, WorkspaceError
 from ui.common import header, require_project, run_label
-from ui.images import boxes_from_canvas, canvas_size, rect_object, same_boxes
+from ui.images import (
+    boxes_from_canvas,
+    canvas_background,
+    canvas_size,
+    merge_drawn,
+    rect_object,
+    same_boxes,
+    thumbnail,
+)
+from ui.labeling import neighbours, prefetch, suggestions_for
+
+logger = logging.getLogger(__name__)
 
 SAVED_COLOR = "#2ecc71"
 SUGGESTION_COLOR = "#ff9800"
+STRIP_SIZE = 9  # photos in the strip under the navigation
+STRIP_THUMB = 88  # pixels
+SIDE_MIN_WIDTH = 260  # the panel beside the canvas; narrower windows put it under the photo
+POS_KEY = "label_pos"
 
 
-# -- suggestions -----------------------------------------------------------------------
-@st.cache_resource(show_spinner="Loading the face finder (a few seconds, once)...")
-def mtcnn_suggester() -> MtcnnSuggester:
-    return suggest.mtcnn_suggester()  # the process-wide one (the Evaluate page's comparison shares it)
-
-
-@st.cache_resource(show_spinner="Loading your model...", max_entries=3)
-def run_suggester(run_dir: str, mtime: float) -> RunSuggester:
-    del mtime  # in the key only: a retrained run reloads
-    return RunSuggester(run_dir)
-
-
-def suggestions_for(project: Project, image_id: str, source: str) -> list[Suggestion]:
-    """Suggestions for one photo, remembered for this session (per photo and source)."""
-    cache: dict = st.session_state.setdefault("label_suggestions", {})
-    key = (project.name, image_id, source)
-    if key not in cache:
-        rgb = read_rgb(project.image_path(image_id))
-        if source == MTCNN_SOURCE:
-            suggester = mtcnn_suggester()
-        else:
-            model = Path(source) / run_files.KERAS_FILE
-            suggester = run_suggester(source, model.stat().st_mtime if model.exists() else 0.0)
-        with st.spinner("Looking for a face..."):
-            cache[key] = suggester(rgb)
-        if len(cache) > 500:
-            cache.pop(next(iter(cache)))
-    return cache[key]
-
-
-# -- actions (all saved at once) -------------------------------------------------------------
+# -- actions (callbacks: they run before the next run draws the page) -------------------------
 def go_to(image_id: str | None) -> None:
     if image_id:
         st.session_state["label_id"] = image_id
 
 
-def save(project: Project, image_id: str, boxes: list[Box], message: str, advance: bool = False) -> None:
+def go_step(project: Project, step: int) -> None:
+    """Move ``step`` photos from the current one *now* (two quick clicks move two photos)."""
+    ids = project.image_ids()
+    if not ids:
+        return
+    current = st.session_state.get("label_id")
+    index = ids.index(current) if current in ids else 0
+    go_to(ids[min(max(0, index + step), len(ids) - 1)])
+
+
+def go_to_position(project: Project) -> None:
+    ids = project.image_ids()
+    position = st.session_state.get(POS_KEY)
+    if ids and isinstance(position, int | float):
+        go_to(ids[min(max(1, int(position)), len(ids)) - 1])
+
+
+def go_on(project: Project, advance: bool) -> None:
+    """After a photo is done: the first unlabelled photo (when ``advance``), else the next one."""
+    following = project.first_unlabelled() if advance else None
+    if following:
+        go_to(following)
+    else:
+        go_step(project, +1)
+
+
+def save(
+    project: Project,
+    image_id: str,
+    boxes: list[Box],
+    message: str,
+    advance: bool = False,
+    source: str | None = HAND,
+    restart_canvas: bool = True,
+) -> None:
+    """Save ``boxes`` for the photo; ``restart_canvas`` (every change not made on the canvas itself)
+    draws the canvas afresh with the saved boxes."""
     try:
         project.set_boxes(image_id, boxes)
+        record_box_source(project, image_id, source if boxes else None)
     except (WorkspaceError, LabelError, OSError) as exc:
         st.session_state["label_flash"] = ("error", f"Not saved: {exc}")
         return
     st.session_state["label_flash"] = ("success", message)
-    st.session_state["label_nonce"] = st.session_state.get("label_nonce", 0) + 1
+    if restart_canvas:
+        restart_the_canvas()
     if advance:
-        go_to(project.first_unlabelled())
+        go_on(project, True)
 
 
-def clear(project: Project, image_id: str) -> None:
+def confirm(project: Project, advance: bool) -> None:
+    st.session_state["label_flash"] = ("success", "Boxes kept.")
+    go_on(project, advance)
+
+
+def clear(project: Project, image_id: str, restart_canvas: bool = True) -> None:
     try:
         project.clear_label(image_id)
+        record_box_source(project, image_id, None)
     except (WorkspaceError, OSError) as exc:
         st.session_state["label_flash"] = ("error", f"Not cleared: {exc}")
         return
     st.session_state["label_flash"] = ("info", "Label cleared: this photo is not labelled any more.")
-    st.session_state["label_nonce"] = st.session_state.get("label_nonce", 0) + 1
+    if restart_canvas:
+        restart_the_canvas()
 
 
-# -- the page --------------------------------------------------------------------------------
-project = require_project()
-header(
-    "2. Label",
-    "Draw a box from eyebrows to chin around your face in each photo, or mark it as having no face.",
-)
+def restart_the_canvas() -> None:
+    """The next run draws a new canvas (a new key) starting from the saved boxes or the suggestions."""
+    st.session_state["label_canvas_gen"] = st.session_state.get("label_canvas_gen", 0) + 1
 
-ids = project.image_ids()  # read afresh every run: another tab may add or delete photos
-if not ids:
-    st.info("No photos to label yet.", icon=":material/photo_library:")
-    st.page_link("pages/capture.py", label="Take or upload photos first", icon=":material/photo_camera:")
-    st.stop()
 
-status = project.status()
-st.progress(status.labelled / len(ids), text=f"**{status.labelled} of {len(ids)} labelled**")
+def plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (words or word + 's')}"
 
-current = st.session_state.get("label_id")
-if current not in ids:  # first visit, or deleted in another tab
-    current = project.first_unlabelled() or ids[0]
-    st.session_state["label_id"] = current
-index = ids.index(current)
 
-nav = st.columns([1, 1, 1.4, 3], vertical_alignment="center")
-nav[0].button(
-    "Previous", icon=":material/chevron_left:", disabled=index == 0, on_click=go_to, args=(ids[index - 1],)
-)
-nav[1].button(
-    "Next",
-    icon=":material/chevron_right:",
-    disabled=index == len(ids) - 1,
-    on_click=go_to,
-    args=(ids[min(index + 1, len(ids) - 1)],),
-)
-first_open = project.first_unlabelled()
-nav[2].button(
-    "First unlabelled",
-    icon=":material/skip_next:",
-    disabled=first_open is None or first_open == current,
-    on_click=go_to,
-    args=(first_open,),
-)
-nav[3].caption(f"Photo {index + 1} of {len(ids)}")
+# -- page parts --------------------------------------------------------------------------------
+def navigation(project: Project, ids: list[str], index: int, first_open: str | None) -> None:
+    """Previous / Next / First unlabelled, the photo number, and a strip of the neighbouring photos."""
+    current = ids[index]
+    if st.session_state.get(POS_KEY) != index + 1:
+        st.session_state[POS_KEY] = index + 1  # allowed: the number box is not drawn yet in this run
+    with st.container(horizontal=True, vertical_alignment="bottom", gap="small"):
+        st.button(
+            "Previous",
+            icon=":material/chevron_left:",
+            disabled=index == 0,
+            on_click=go_step,
+            args=(project, -1),
+            key="label_prev",
+            shortcut="Left",
+            help="Previous photo (← key)",
+        )
+        st.button(
+            "Next",
+            icon=":material/chevron_right:",
+            disabled=index == len(ids) - 1,
+            on_click=go_step,
+            args=(project, +1),
+            key="label_next",
+            shortcut="Right",
+            help="Next photo (→ key)",
+        )
+        st.button(
+            "First unlabelled",
+            icon=":material/skip_next:",
+            disabled=first_open is None or first_open == current,
+            on_click=go_to,
+            args=(first_open,),
+            key="label_first_open",
+        )
+        st.number_input(
+            f"Photo number (of {len(ids)})",
+            min_value=1,
+            max_value=len(ids),
+            step=1,
+            key=POS_KEY,
+            on_change=go_to_position,
+            args=(project,),
+            width=170,
+            help="Type a number and press Enter to jump to that photo. The − and + buttons step one "
+            "photo per click, and quick clicks all count.",
+        )
 
-flash = st.session_state.pop("label_flash", None)
-if flash:
-    getattr(st, flash[0])(flash[1])
 
-try:
-    info = project.info(current)
-    rgb = read_rgb(project.image_path(current))
-except (ImageError, WorkspaceError, OSError) as exc:
-    st.error(f"This photo cannot be shown ({exc}). It may have been deleted in another tab.")
-    st.stop()
+def photo_strip(project: Project, ids: list[str], index: int) -> None:
+    """The neighbouring photos, each a click away, with what is saved for each."""
+    with st.container(horizontal=True, gap="small", key="label_strip"):
+        for k in neighbours(ids, index, STRIP_SIZE):
+            image_id = ids[k]
+            boxes = project.boxes(image_id)
+            icon = (
+                ":material/crop_free:"
+                if boxes is None
+                else (":material/face:" if boxes else ":material/hide_image:")
+            )
+            with st.container(width=STRIP_THUMB, gap=None):
+                data = thumbnail(project.image_path(image_id), side=STRIP_THUMB * 2)
+                if data is not None:
+                    st.image(data, width=STRIP_THUMB)
+                st.button(
+                    str(k + 1),
+                    icon=icon,
+                    key=f"label_strip_{image_id}",
+                    type="primary" if k == index else "secondary",
+                    on_click=go_to,
+                    args=(image_id,),
+                    width="stretch",
+                    help="Not labelled yet"
+                    if boxes is None
+                    else (plural(len(boxes), "face box", "face boxes") if boxes else "No face"),
+                )
 
-saved = project.boxes(current)  # None: not labelled, []: no face
-if saved is None and project.label_path(current).exists():
-    st.warning("This photo's label file is damaged: draw the box again to replace it.")
 
-canvas_col, side_col = st.columns([3, 2], gap="large")
-
-with side_col:
-    if saved is None:
-        st.markdown("**Not labelled yet**")
-    elif saved:
-        st.markdown(f"**Saved:** {len(saved)} face box" + ("es" if len(saved) > 1 else ""))
-    else:
-        st.markdown("**Saved:** no face in this photo")
-
+def suggestion_panel(project: Project, current: str, saved: list[Box] | None) -> tuple[str, list[Suggestion]]:
+    """The suggestion source picker and, for a photo not labelled yet, its suggestions."""
     latest = project.latest_run()
-    sources = {"Pretrained face finder (works offline)": MTCNN_SOURCE}
+    sources = {"Ready-made face finder (MTCNN, works offline)": MTCNN_SOURCE}
     if latest is not None:
         sources[f"My model ({run_label(latest)})"] = str(latest)
     sources["No suggestions"] = ""
     choice = st.selectbox("Suggest boxes with", list(sources), key="label_source")
     source = sources[choice]
+    if not source or saved is not None:
+        return source, []
+    try:
+        found = suggestions_for(project, current, source)
+    except (SuggestError, ImageError, OSError) as exc:
+        st.warning(f"No suggestion: {exc}")
+        return source, []
+    if found:
+        st.markdown(
+            f":orange[**Suggested: {plural(len(found), 'face')}**] (orange boxes, "
+            + ", ".join(f"{s.score:.0%}" for s in found)
+            + " sure). Accept, or change them on the photo."
+        )
+    else:
+        st.caption("The suggestion found no face here. Draw a box, or mark *No face*.")
+    return source, found
 
-    suggestion: Suggestion | None = None
-    if source and saved is None:
-        try:
-            found = suggestions_for(project, current, source)
-        except (SuggestError, ImageError, OSError) as exc:
-            st.warning(f"No suggestion: {exc}")
-        else:
-            if found:
-                suggestion = found[0]
-                st.markdown(
-                    f":orange[**Suggested box**] (orange, {suggestion.score:.0%} sure). "
-                    "Accept it, or adjust it on the photo."
-                )
-            else:
-                st.caption("The suggestion found no face here. Draw a box, or mark *No face*.")
 
-    advance = st.toggle("After saving, go to the next unlabelled photo", value=True, key="label_advance")
-    if suggestion is not None:
+def action_buttons(
+    project: Project,
+    current: str,
+    saved: list[Box] | None,
+    found: list[Suggestion],
+    source: str,
+    advance: bool,
+) -> None:
+    if found and saved is None:
         st.button(
-            "Accept suggestion",
+            "Accept the suggested box" if len(found) == 1 else f"Accept all {len(found)} suggested boxes",
             type="primary",
             icon=":material/check:",
             width="stretch",
             on_click=save,
-            args=(project, current, [suggestion.box], "Suggested box saved.", advance),
+            args=(project, current, [s.box for s in found], "Suggested boxes saved.", advance, source),
+            key="label_accept",
+            shortcut="A",
+            help="Save every orange box as a face (A key)",
         )
-    st.button(
-        "No face in this photo",
-        icon=":material/hide_image:",
-        width="stretch",
-        on_click=save,
-        args=(project, current, [], "Saved as *no face*.", advance),
-        type="secondary" if suggestion is not None else "primary",
-    )
+    if saved:
+        st.button(
+            "Boxes are right: next photo",
+            type="primary",
+            icon=":material/done_all:",
+            width="stretch",
+            on_click=confirm,
+            args=(project, advance),
+            key="label_confirm",
+            shortcut="A",
+            help="The saved boxes stay; go on (A key)",
+        )
+        with st.popover("No face in this photo…", icon=":material/hide_image:", width="stretch"):
+            st.caption(f"This removes the {plural(len(saved), 'saved box', 'saved boxes')}.")
+            st.button(
+                "Yes: remove the boxes, no face here",
+                icon=":material/hide_image:",
+                on_click=save,
+                args=(project, current, [], "Saved as *no face*.", advance),
+                key="label_no_face_confirm",
+            )
+    else:
+        st.button(
+            "No face in this photo",
+            icon=":material/hide_image:",
+            width="stretch",
+            on_click=save,
+            args=(project, current, [], "Saved as *no face*.", advance),
+            key="label_no_face",
+            shortcut="N",
+            help="Save this photo as having no face (N key)",
+        )
     st.button(
         "Clear label",
         icon=":material/backspace:",
@@ -195,27 +280,49 @@ with side_col:
         disabled=saved is None,
         on_click=clear,
         args=(project, current),
+        key="label_clear",
     )
-    with st.expander("How to draw", icon=":material/help:"):
-        st.markdown(
-            "- **Drag** on the photo to draw a box from the eyebrows to the chin, about as wide as tall.\n"
-            "- To **move or resize** it, turn on the toolbar's **edit** toggle (the arrow) and drag the "
-            "box or its corners.\n"
-            "- One face per photo: a new box replaces the old one.\n"
-            "- Every change is **saved at once** as a labelme file; there is nothing else to click.\n"
-            "- Photos without your face are useful too: mark them *No face*."
-        )
 
 
-def _boxes_key(boxes: list[Box]) -> str:
-    return "|".join(",".join(f"{v:.4f}" for v in b.to_list()) for b in boxes) or "none"
+HOW_TO_DRAW = """\
+- **Draw**: press the mouse on one corner of a face and drag to the opposite corner: a box
+  from the eyebrows to the chin, about as wide as tall. The rectangle tool is always on.
+- **Several faces**: draw one box per face; every box is saved. A box drawn over an existing one
+  replaces it.
+- **Move, resize or delete a box**: point at the photo; a small toolbar appears above its top
+  right corner. Click the **pencil** (Edit), click a box, then drag it, drag its corners, or
+  click **×** (Delete selected). Click the pencil again to draw new boxes.
+- The curved arrows undo and redo; the bin empties the photo.
+- Every change is **saved at once**; there is nothing else to click.
+- Photos without a face are useful too: mark them *No face*.
+- Keys: **←** / **→** previous / next photo, **A** accept the boxes, **N** no face.
+"""
 
 
-with canvas_col:
-    cw, ch = canvas_size(info.width, info.height)
-    shown = saved if saved else ([suggestion.box] if suggestion is not None else [])
-    color = SAVED_COLOR if saved else SUGGESTION_COLOR
-    background = Image.fromarray(rgb).resize((cw, ch), Image.Resampling.LANCZOS)
+def canvas_start(key: str, shown: list[Box], color: str) -> tuple[list[Box], str]:
+    """The boxes (and their colour) the canvas ``key`` started with: ``shown`` when it is new.
+
+    A drawing saved from the canvas keeps the canvas as it is (same key, same start): redrawing it
+    would swallow a box the user is already drawing next.
+    """
+    start = st.session_state.get("label_canvas_start")
+    if not start or start[0] != key:
+        start = (key, list(shown), color)
+        st.session_state["label_canvas_start"] = start
+    return start[1], start[2]
+
+
+def show_canvas(
+    project: Project, current: str, size: tuple[int, int], shown: list[Box], color: str, source: str
+) -> tuple[list[Box] | None, list[Box]]:
+    """The photo on the drawing canvas; returns the canvas's boxes (None: nothing) and its starting boxes."""
+    cw, ch = size
+    key = f"canvas-{project.name}-{current}-{source or 'none'}-{st.session_state.get('label_canvas_gen', 0)}"
+    start, start_color = canvas_start(key, shown, color)
+    background = canvas_background(project.image_path(current), cw, ch)
+    if background is None:
+        st.error("This photo cannot be shown. It may have been deleted in another tab.")
+        return None, start
     try:
         from streamlit_drawable_canvas import st_canvas
 
@@ -227,32 +334,138 @@ with canvas_col:
             width=cw,
             height=ch,
             drawing_mode="rect",
-            initial_drawing={"objects": [rect_object(b, cw, ch, color) for b in shown]},
+            initial_drawing={"objects": [rect_object(b, cw, ch, start_color) for b in start]},
             update_streamlit=True,
-            # The starting boxes are part of the key: when they change (another suggestion source,
-            # a save), the canvas starts afresh instead of returning its old drawing.
-            key=f"canvas-{project.name}-{current}-{st.session_state.get('label_nonce', 0)}-{_boxes_key(shown)}",
+            on_change=functools.partial(on_canvas_change, project, current, key, cw, ch, start),
+            key=key,
         )
-        drawn = boxes_from_canvas(result.json_data, cw, ch)
+        return boxes_from_canvas(result.json_data, cw, ch), start
     except Exception as exc:  # noqa: BLE001 - the component must never take the page down
         st.image(background)
-        st.warning(f"The drawing canvas is not available ({exc}): use the buttons on the right.")
-        drawn = None
-    st.caption(f"{info.width} x {info.height} pixels" + (f" · burst {info.burst}" if info.burst else ""))
+        st.warning(f"The drawing canvas is not available ({exc}): use the buttons beside it.")
+        return None, start
 
-# A drawing different from what the canvas started with is the user's: save it now.
-if drawn is not None and not same_boxes(drawn, shown):
-    if drawn:
-        newest = drawn[-1]  # one face per photo: the newest box wins
-        if not same_boxes([newest], saved):
-            save(project, current, [newest], "Box saved.")
-            st.rerun()
+
+def apply_drawing(
+    project: Project, current: str, drawn: list[Box] | None, start: list[Box], saved: list[Box] | None
+) -> bool:
+    """Save what the canvas holds when it differs from what it started with; True when something changed.
+
+    Every box is saved; a box drawn over a starting box replaces it (see ``merge_drawn``), and
+    then the canvas is drawn afresh so that it shows what is saved.
+    """
+    if drawn is None or same_boxes(drawn, start):
+        return False
+    boxes = merge_drawn(drawn, start)
+    if boxes:
+        if same_boxes(boxes, saved):
+            return False
+        message = f"Saved: {plural(len(boxes), 'face box', 'face boxes')}."
+        # drawn afresh when a box was dropped, or when orange suggestions on it are now saved (green)
+        restart = len(boxes) != len(drawn) or (saved is None and bool(start))
+        save(project, current, boxes, message, restart_canvas=restart)
+        return True
+    if saved:
+        clear(project, current, restart_canvas=False)
+        return True
+    return False
+
+
+def on_canvas_change(project: Project, current: str, key: str, cw: int, ch: int, start: list[Box]) -> None:
+    """The canvas sent a new drawing: save it before the page is drawn again (one run, not two)."""
+    try:
+        raw = st.session_state[key]["drawing"]["raw"]
+    except (KeyError, TypeError):
+        logger.info("the canvas %s sent no drawing", key)
+        return
+    # the saved boxes afresh: the canvas may send the same drawing twice (save it once)
+    apply_drawing(project, current, boxes_from_canvas(raw, cw, ch), start, project.boxes(current))
+
+
+# -- the page --------------------------------------------------------------------------------
+project = require_project()
+header(
+    "2. Label",
+    "Draw a box from eyebrows to chin around every face in each photo, or mark it as having no face.",
+)
+
+ids = project.image_ids()  # read afresh every run: another tab may add or delete photos
+if not ids:
+    st.info("No photos to label yet.", icon=":material/photo_library:")
+    st.page_link("pages/capture.py", label="Take or upload photos first", icon=":material/photo_camera:")
+    st.stop()
+
+labelled = sum(1 for i in ids if project.label_path(i).exists())
+first_open = next((i for i in ids if not project.label_path(i).exists()), None)
+st.progress(labelled / len(ids), text=f"**{labelled} of {len(ids)} labelled**")
+
+current = st.session_state.get("label_id")
+if current not in ids:  # first visit, or deleted in another tab
+    current = first_open or ids[0]
+    st.session_state["label_id"] = current
+index = ids.index(current)
+navigation(project, ids, index, first_open)
+
+# Messages go in a slot that is always there: an element appearing above the canvas would move it
+# in the page's element tree, and the browser would rebuild it, losing a box being drawn.
+messages = st.container()
+flash = st.session_state.pop("label_flash", None)
+if flash:
+    getattr(messages, flash[0])(flash[1])
+
+try:
+    info = project.info(current)
+except (ImageError, WorkspaceError, OSError) as exc:
+    st.error(f"This photo cannot be shown ({exc}). It may have been deleted in another tab.")
+    st.stop()
+
+saved = project.boxes(current)  # None: not labelled, []: no face
+if saved is None and project.label_path(current).exists():
+    messages.warning("This photo's label file is damaged: draw the boxes again to replace it.")
+
+cw, ch = canvas_size(info.width, info.height)
+# The canvas gets exactly its own width; the panel takes the rest, or goes under the photo.
+with st.container(horizontal=True, gap="large", key="label_work"):
+    canvas_box = st.container(width=cw, key="label_canvas")
+    side = st.container(width="stretch", key="label_side")
+
+with side:
+    if saved is None:
+        st.markdown("**Not labelled yet**")
     elif saved:
-        clear(project, current)
-        st.rerun()
+        st.markdown(f"**Saved: {plural(len(saved), 'face box', 'face boxes')}**")
+    else:
+        st.markdown("**Saved:** no face in this photo")
+    source, found = suggestion_panel(project, current, saved)
+    advance = st.toggle("After saving, go to the next unlabelled photo", value=True, key="label_advance")
+    action_buttons(project, current, saved, found, source, advance)
+    with st.expander("How to draw", icon=":material/help:"):
+        st.markdown(HOW_TO_DRAW)
+
+shown = saved if saved else [s.box for s in found]
+with canvas_box:
+    # Room above the photo: the canvas toolbar (undo, pencil, delete) appears there, over nothing else.
+    st.caption("Drag on the photo to draw a box around each face.", width=max(160, cw - 170))
+    drawn, start = show_canvas(
+        project, current, (cw, ch), shown, SAVED_COLOR if saved else SUGGESTION_COLOR, source
+    )
+    st.caption(
+        f"{info.width} x {info.height} pixels · {plural(len(drawn if drawn is not None else shown), 'box', 'boxes')}"
+        " on the photo" + (f" · part of a burst (photos taken in a row): {info.burst}" if info.burst else "")
+    )
+
+photo_strip(project, ids, index)
+
+# Fetch the suggestions of the next photos not labelled yet while the user looks at this one.
+upcoming = [ids[k] for k in range(index + 1, min(index + 3, len(ids)))]
+prefetch(project, [i for i in upcoming if not project.label_path(i).exists()], source)
+
+# Normally saved by the canvas's callback already; this catches a drawing that arrived otherwise.
+if apply_drawing(project, current, drawn, start, saved):
+    st.rerun()
 
 st.divider()
-if status.labelled == len(ids):
+if labelled == len(ids):
     st.success("Every photo is labelled.", icon=":material/task_alt:")
     st.page_link("pages/augment.py", label="Next: augment your photos", icon=":material/arrow_forward:")
 else:

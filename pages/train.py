@@ -13,7 +13,13 @@ from facetrack import jobs, runs
 from facetrack.limits import TRAIN_LIMITS
 from facetrack.progress import format_time_left
 from facetrack.train import TrainSettings
-from facetrack.weights import vgg16_weights_cached
+from facetrack.weights import (
+    VGG16_NOTOP_FILE,
+    offline_requested,
+    vgg16_availability,
+    vgg16_weights_cached,
+    vgg16_weights_path,
+)
 from ui.charts import loss_figure, score_figure
 from ui.common import (
     header,
@@ -25,8 +31,8 @@ from ui.common import (
 )
 
 BACKBONES = {
-    "vgg16": "VGG16 with ImageNet weights (as in the tutorial; best results)",
-    "compact": "Compact (works offline, trained from scratch)",
+    "compact": "Compact (small and fast, works offline)",
+    "vgg16": "VGG16 (big, pre-trained on ImageNet photos; as in the tutorial)",
 }
 STATE_TEXT = {
     "starting": ("Starting", ":material/hourglass_top:"),
@@ -46,6 +52,68 @@ header(
     "Teach your own face detector on the training set; it trains in the background, "
     "so you can leave this page or reload it and come back.",
 )
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _vgg16_state(cache_dir: str, cached: bool, offline: bool) -> str:
+    del cache_dir, cached, offline  # in the key only: a changed Keras cache is looked at again
+    return vgg16_availability()
+
+
+def vgg16_state() -> str:
+    """``"cached"``, ``"downloadable"`` or ``"offline"``; the internet is asked at most every 5 minutes."""
+    return _vgg16_state(str(vgg16_weights_path()), vgg16_weights_cached(), offline_requested())
+
+
+def last_run_settings() -> dict:
+    """The settings of the project's newest training ({} when none)."""
+    for run in project.runs():
+        settings = runs.run_state(run).settings
+        if settings.get("backbone") in BACKBONES:
+            return settings
+    return {}
+
+
+def remembered(key: str, default: object) -> str:
+    """Fill widget ``key`` before it is drawn: this session's choice, else ``default`` (the last run's).
+
+    The widget's own value is dropped by Streamlit while the form is hidden (during a
+    training); the copy in ``train_prefs`` survives, so the page never jumps back to VGG16.
+    """
+    if key not in st.session_state:
+        prefs = st.session_state.setdefault("train_prefs", {})
+        if key in prefs:
+            st.session_state[key] = prefs[key]
+        else:
+            st.session_state[key] = default
+    return key
+
+
+def remember(key: str) -> None:
+    st.session_state.setdefault("train_prefs", {})[key] = st.session_state[key]
+
+
+def last_run_values(settings: dict) -> dict[str, object]:
+    """Widget values of the last run (for its backbone only), ``{}`` when there is none."""
+    backbone = settings.get("backbone")
+    if backbone not in BACKBONES:
+        return {}
+    values: dict[str, object] = {
+        "train_backbone": backbone,
+        "train_fine_tune": bool(settings.get("fine_tune")),
+    }
+    for key, field, kind, allowed in (
+        ("epochs", "epochs", int, None),
+        ("batch", "batch_size", int, BATCH_SIZES),
+        ("lr", "learning_rate", float, LEARNING_RATES),
+    ):
+        try:
+            value = kind(settings[field])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if allowed is None or value in allowed:
+            values[f"train_{key}_{backbone}"] = value
+    return values
 
 
 def progress_text(state: runs.RunState) -> tuple[float, str]:
@@ -146,58 +214,110 @@ def settings_form() -> None:
     if n["val"] == 0:
         st.caption("No validation photos: the best epoch will be chosen on training images instead.")
 
+    availability = vgg16_state()
+    last = last_run_values(last_run_settings())
+    default_backbone = last.get("train_backbone") or ("compact" if availability == "offline" else "vgg16")
+    if default_backbone == "vgg16" and availability == "offline":
+        default_backbone = "compact"  # a VGG16 run would fail at once
     backbone = st.radio(
         "Backbone (the part of the model that sees the picture)",
         list(BACKBONES),
         format_func=BACKBONES.get,
-        key="train_backbone",
+        key=remembered("train_backbone", default_backbone),
+        on_change=remember,
+        args=("train_backbone",),
+    )
+    st.caption(
+        "**Backbone**: the part that turns the picture into features (edges, eyes, shapes). "
+        "*VGG16* comes already trained on a million photos, so it knows faces well, but it is big "
+        "(58 MB) and slow on a laptop. *Compact* is small and learns from your photos only: "
+        "a model in about a minute, and no internet needed."
     )
     if backbone == "vgg16":
-        if vgg16_weights_cached():
+        if availability == "cached":
             st.caption("The VGG16 ImageNet weights are downloaded already.")
-        else:
+        elif availability == "downloadable":
             st.info(
                 "VGG16 needs its ImageNet weights: a one-time download of about 58 MB when the training "
-                "starts. Without internet the training stops at once with a message saying where to put "
-                "the file by hand; the Compact backbone works offline.",
+                "starts.",
                 icon=":material/download:",
             )
+        else:
+            st.warning(
+                "VGG16 needs its ImageNet weights (58 MB), and they are not on this computer and the "
+                "internet cannot be reached: a VGG16 training would stop at once. Choose **Compact**, "
+                f"or put the file `{VGG16_NOTOP_FILE}` in `{vgg16_weights_path().parent}` by hand.",
+                icon=":material/cloud_off:",
+            )
     defaults = TrainSettings(backbone=backbone)
+    epochs_key = remembered(f"train_epochs_{backbone}", last.get(f"train_epochs_{backbone}", defaults.epochs))
+    batch_key = remembered(
+        f"train_batch_{backbone}", last.get(f"train_batch_{backbone}", defaults.batch_size)
+    )
+    lr_key = remembered(f"train_lr_{backbone}", last.get(f"train_lr_{backbone}", defaults.learning_rate))
     c1, c2, c3 = st.columns(3)
     epochs = c1.number_input(
-        "Epochs",
+        "Epochs (rounds)",
         min_value=TRAIN_LIMITS["epochs"][0],
         max_value=TRAIN_LIMITS["epochs"][1],
-        value=int(defaults.epochs),
-        key=f"train_epochs_{backbone}",
-        help="How many times the model goes over the whole training set. "
-        "It stops early when the validation score stops improving.",
+        key=epochs_key,
+        on_change=remember,
+        args=(epochs_key,),
+        help="How many times the model goes over the whole training set.",
     )
     batch_size = c2.selectbox(
-        "Batch size",
+        "Batch size (photos per step)",
         BATCH_SIZES,
-        index=BATCH_SIZES.index(int(defaults.batch_size)),
-        key=f"train_batch_{backbone}",
+        key=batch_key,
+        on_change=remember,
+        args=(batch_key,),
         help="Images per learning step. Smaller uses less memory.",
     )
     learning_rate = c3.select_slider(
-        "Learning rate",
+        "Learning rate (step size)",
         LEARNING_RATES,
-        value=float(defaults.learning_rate),
         format_func=lambda v: f"{v:g}",
-        key=f"train_lr_{backbone}",
-        help="How big each learning step is. Too high: the curves jump around; too low: slow progress.",
+        key=lr_key,
+        on_change=remember,
+        args=(lr_key,),
+        help="How big each learning step is.",
+    )
+    c1.caption(
+        "**Epochs**: how many times the model looks at every training image. More rounds can learn "
+        "more; it stops by itself when the validation photos stop getting better."
+    )
+    c2.caption(
+        "**Batch size**: how many images it looks at before each small correction. "
+        "Smaller needs less memory; the default suits most computers."
+    )
+    c3.caption(
+        "**Learning rate**: how big each correction is. Too big and the curves jump about; "
+        "too small and it learns slowly. Keep the default unless the curves look wrong."
     )
     fine_tune = st.toggle(
         "Fine-tune the top of VGG16 afterwards (slower, sometimes better boxes)",
-        value=False,
         disabled=backbone != "vgg16",
-        key="train_fine_tune",
-        help="After the head has learnt, also adjust VGG16's last block for a few epochs at a low "
-        "learning rate. Only for VGG16.",
+        key=remembered("train_fine_tune", bool(last.get("train_fine_tune", False))),
+        on_change=remember,
+        args=("train_fine_tune",),
+        help="Only for VGG16.",
+    )
+    st.caption(
+        "**Fine-tune** (VGG16 only): once the model has learnt, also adjust the top of VGG16 itself "
+        "a little for a few more rounds, very gently. Slower; sometimes the boxes sit better."
     )
     name = st.text_input("Run name (optional)", placeholder=backbone, max_chars=40, key="train_run_name")
-    if st.button("Start training", type="primary", icon=":material/play_arrow:", key="start_training"):
+    cannot_start = backbone == "vgg16" and availability == "offline"  # it would fail at once
+    if st.button(
+        "Start training",
+        type="primary",
+        icon=":material/play_arrow:",
+        key="start_training",
+        disabled=cannot_start,
+        help="VGG16's weights are missing and cannot be downloaded: choose Compact."
+        if cannot_start
+        else None,
+    ):
         try:
             settings = TrainSettings(
                 backbone=backbone,
@@ -224,12 +344,15 @@ def model_downloads(run_dir: Path, key: str) -> None:
     model_download(c1, keras_path, f"Download {runs.KERAS_FILE}", key=f"dl-keras-{key}")
     if tflite_path.is_file() and tflite_path.stat().st_mtime >= keras_path.stat().st_mtime:
         model_download(
-            c2, tflite_path, f"Download {runs.TFLITE_FILE} (for phones and live use)", key=f"dl-tflite-{key}"
+            c2,
+            tflite_path,
+            f"Download the fast model ({runs.TFLITE_FILE}, for phones and live use)",
+            key=f"dl-tflite-{key}",
         )
-    elif c2.button(f"Make {runs.TFLITE_FILE}", icon=":material/build:", key=f"export-{key}"):
+    elif c2.button("Make the fast model (.tflite)", icon=":material/build:", key=f"export-{key}"):
         from facetrack.export import ExportError, export_run
 
-        with st.spinner("Converting the model to TFLite (a few seconds)…"):
+        with st.spinner("Making the fast model file (.tflite, run by LiteRT; a few seconds)…"):
             try:
                 export_run(run_dir, "tflite")
             except (ExportError, ValueError, OSError) as exc:
@@ -242,7 +365,7 @@ METRIC_LABELS = {
     "presence_accuracy": "Face / no face right",
     "f1": "F1",
     "mean_iou": "Mean box overlap (IoU)",
-    "ap50": "AP@0.5",
+    "ap50": "Overall box score (AP@0.5)",
 }
 
 

@@ -81,6 +81,29 @@ def page_slice(items: Sequence, page: int, per_page: int) -> Sequence:
 
 
 # -- canvas <-> boxes ----------------------------------------------------------------------
+@st.cache_data(max_entries=64, show_spinner=False)
+def _canvas_background(path: str, mtime: float, cw: int, ch: int) -> bytes | None:
+    del mtime  # part of the cache key only
+    try:
+        rgb = read_rgb(Path(path))
+    except (ImageError, OSError, ValueError):
+        return None
+    interpolation = cv2.INTER_AREA if cw < rgb.shape[1] else cv2.INTER_CUBIC
+    return encode_jpeg(cv2.resize(rgb, (cw, ch), interpolation=interpolation), quality=90)
+
+
+def canvas_background(path: Path, cw: int, ch: int) -> bytes | None:
+    """The photo at ``path`` as a ``cw`` x ``ch`` JPEG for the drawing canvas (cached), None if gone.
+
+    A JPEG is a tenth of the PNG the canvas would make of a PIL image, and is made once per photo.
+    """
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    return _canvas_background(str(path), mtime, cw, ch)
+
+
 def canvas_size(width: int, height: int) -> tuple[int, int]:
     """Canvas size showing a ``width`` x ``height`` photo whole (scaled up or down, same shape)."""
     scale = min(CANVAS_MAX_W / width, CANVAS_MAX_H / height)
@@ -140,3 +163,24 @@ def same_boxes(a: list[Box] | None, b: list[Box] | None, tol: float = 0.004) -> 
         max(abs(p - q) for p, q in zip(x.to_list(), y.to_list(), strict=True)) <= tol
         for x, y in zip(a, b, strict=True)
     )
+
+
+def overlap_of_smaller(a: Box, b: Box) -> float:
+    """The share of the smaller box that lies inside the other (1: one box inside the other)."""
+    w = min(a.x2, b.x2) - max(a.x1, b.x1)
+    h = min(a.y2, b.y2) - max(a.y1, b.y1)
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / min(a.area, b.area)
+
+
+def merge_drawn(drawn: list[Box], shown: list[Box], replace_at: float = 0.5) -> list[Box]:
+    """The boxes to save from the canvas: what the user drew or changed, and the starting boxes left alone.
+
+    A starting box (a suggestion, or a saved box) left untouched is dropped when a box the
+    user drew covers half of it or more (or lies half inside it): drawing a face's box again
+    replaces it. Every other box is kept, in the canvas's order.
+    """
+    untouched = [b for b in drawn if any(same_boxes([b], [s]) for s in shown)]
+    users = [b for b in drawn if b not in untouched]
+    return [b for b in drawn if b in users or all(overlap_of_smaller(b, u) < replace_at for u in users)]

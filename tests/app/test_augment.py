@@ -68,3 +68,33 @@ def test_generate_runs_in_background_and_counts(app, populated_project) -> None:
     assert int(metrics["Training images"]) > 0
     assert any("up to date" in s.value for s in at.success)
     assert at.slider(key="aug_copies_per_image").value == 2
+
+
+def test_reset_to_defaults_restores_every_slider(app, populated_project) -> None:
+    """Issue 11 item 3: "Reset to defaults" used to raise StreamlitWidgetAlreadyInstantiatedError."""
+    from facetrack.augment import AugmentSettings
+
+    at = app(AUGMENT, project=populated_project.name)
+    at.slider(key="aug_copies_per_image").set_value(7).run()
+    at.slider(key="aug_rotation").set_value(40).run()
+    at.number_input(key="aug_seed").set_value(1234).run()
+    [b for b in at.button if b.label == "Reset to defaults"][0].click().run()
+    no_exception(at)
+    defaults = AugmentSettings()
+    assert at.slider(key="aug_copies_per_image").value == defaults.copies_per_image
+    assert at.slider(key="aug_rotation").value == defaults.rotation
+    assert at.number_input(key="aug_seed").value == defaults.seed
+    at.run()  # and the page keeps working on the next run
+    no_exception(at)
+    assert at.slider(key="aug_copies_per_image").value == defaults.copies_per_image
+
+
+def test_jargon_comes_second_with_a_plain_explanation(app, populated_project) -> None:
+    """Issue 11 item 12: Gamma, RGB shift and Random seed are named in plain words first."""
+    at = app(AUGMENT, project=populated_project.name)
+    no_exception(at)
+    widgets = {w.key: w for w in (*at.slider, *at.number_input)}
+    for key, jargon in (("aug_gamma", "gamma"), ("aug_rgb_shift", "RGB shift"), ("aug_seed", "random seed")):
+        label = widgets[key].label
+        assert jargon.lower() in label.lower() and not label.lower().startswith(jargon.lower()), label
+        assert widgets[key].help and len(widgets[key].help) > 40, key

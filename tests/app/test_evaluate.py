@@ -96,7 +96,7 @@ def test_evaluate_button_writes_metrics_and_shows_gallery(
     labels = [m.label for m in at.metric]
     assert labels == [
         "Face / no face right", "Precision", "Recall", "F1",
-        "False alarms", "Mean box overlap (IoU)", "Boxes with IoU ≥ 0.5", "AP@0.5",
+        "False alarms", "Mean box overlap (IoU)", "Boxes with IoU ≥ 0.5", "Overall box score (AP@0.5)",
     ]  # fmt: skip
     assert at.metric[0].value == f"{doc['presence_accuracy']:.3f}"
     images = at.get("image")
@@ -148,7 +148,7 @@ def test_labelme_zip_download(app, project_with_test, model_file: Path, deferred
     no_exception(at)
     buttons = {b.proto.label: b for b in at.get("download_button")}
     assert "Model (.keras)" in buttons
-    data = _deferred_bytes(deferred, buttons["Labelled photos (labelme .zip)"])
+    data = _deferred_bytes(deferred, buttons["Labelled photos (.zip for the labelme app)"])
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     ids = project.image_ids()
     assert sorted(n for n in names if n.startswith("evalme/images/")) == [
@@ -157,3 +157,40 @@ def test_labelme_zip_download(app, project_with_test, model_file: Path, deferred
     label = json.loads(zipfile.ZipFile(io.BytesIO(data)).read(f"evalme/labels/{ids[0]}.json"))
     assert label["imagePath"] == f"../images/{ids[0]}.jpg"
     assert _deferred_bytes(deferred, buttons["Model (.keras)"]) == model_file.read_bytes()
+
+
+def test_test_set_counts_and_too_few_warning(app, project_with_test, model_file: Path) -> None:
+    """Issue 11 item 4: the page says how many test photos/faces there are and warns when too few."""
+    from facetrack.tasks import load_samples
+
+    project = project_with_test
+    write_run(project, model_from=model_file, metrics=False)
+    test = load_samples(project, "test")
+    photos = {s.source_id for s in test}
+    faces = {s.source_id for s in test if s.has_face}
+    at = app(EVALUATE, project="evalme")
+    no_exception(at)
+    text = "\n".join(m.value for m in at.markdown)
+    assert f"{len(photos)} photo(s) the model never saw: {len(faces)} with a face" in text, text
+    warning = " ".join(w.value for w in at.warning)
+    assert "Too few test photos" in warning and "more bursts" in warning and "other light" in warning
+
+
+def test_comparison_says_when_true_boxes_are_the_finders_own(
+    app, project_with_test, model_file: Path
+) -> None:
+    """Issue 11 item 4: boxes accepted from the ready-made finder's suggestions make the comparison moot."""
+    from facetrack.box_sources import record_box_source
+    from facetrack.tasks import load_samples
+
+    project = project_with_test
+    write_run(project, model_from=model_file, metrics=False)
+    faces = sorted({s.source_id for s in load_samples(project, "test") if s.has_face})
+    assert faces
+    record_box_source(project, faces[0], "mtcnn")
+    at = app(EVALUATE, project="evalme")
+    at.button(key="evaluate").click().run()
+    at.toggle(key="eval_compare").set_value(True).run()
+    no_exception(at)
+    warning = " ".join(w.value for w in at.warning)
+    assert f"1 of the {len(faces)} test face(s)" in warning and "compared with itself" in warning, warning

@@ -110,7 +110,7 @@ def test_past_runs_finished_interrupted_failed(app, workspace: Path, model_file:
     assert "58 MB" in text
     # curves of every run with a history, metrics of the evaluated one
     assert len(at.get("plotly_chart")) == 6
-    assert any(m.label == "AP@0.5" and m.value == "0.660" for m in at.metric)
+    assert any(m.label == "Overall box score (AP@0.5)" and m.value == "0.660" for m in at.metric)
     # downloads for runs with a model: keras; tflite is offered as a "Make" button
     downloads = [d for d in at.get("download_button")]
     assert len(downloads) == 2

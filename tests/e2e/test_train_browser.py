@@ -18,7 +18,7 @@ from conftest import open_page, require_shared_faces, screenshot, wait_idle, wai
 from fakecam import make_face_project
 from playwright.sync_api import expect
 
-from facetrack import jobs
+from facetrack import runs as run_files
 
 PROJECT = "e2e-train"
 EPOCHS = 12
@@ -48,9 +48,9 @@ def test_compact_training_chart_grows_and_stop_keeps_history(page, app_server, e
     open_page(page, app_server, "train", PROJECT)
     expect(page.get_by_role("heading", name="4. Train")).to_be_visible()
     expect(page.get_by_text("Training set:")).to_be_visible()
-    page.get_by_text("Compact (works offline, trained from scratch)").click()
+    page.get_by_text("Compact (small and fast, works offline)").click()
     wait_idle(page)
-    epochs = page.get_by_label("Epochs", exact=True)
+    epochs = page.get_by_label("Epochs (rounds)", exact=True)
     epochs.fill(str(EPOCHS))
     epochs.press("Enter")
     wait_idle(page)
@@ -72,16 +72,16 @@ def test_compact_training_chart_grows_and_stop_keeps_history(page, app_server, e
         n = loss_points(page)
         if n and (not seen or n != seen[-1]):
             seen.append(n)
-        if len(seen) >= 3 or not jobs.run_state(run_dir).active:
+        if len(seen) >= 3 or not run_files.run_state(run_dir).active:
             break
         time.sleep(0.3)
     assert len(seen) >= 2 and seen == sorted(seen), f"loss chart points seen over time: {seen}"
     screenshot(page, "train", docs_name="train")
 
-    if jobs.run_state(run_dir).active:
+    if run_files.run_state(run_dir).active:
         stop.click()
     state = wait_until(
-        lambda: (s := jobs.run_state(run_dir)).state in ("stopped", "finished") and not s.active and s,
+        lambda: (s := run_files.run_state(run_dir)).state in ("stopped", "finished") and not s.active and s,
         90,
         message="the training to stop",
     )
