@@ -78,5 +78,5 @@ def test_train_settings_and_epochs_field_use_the_same_range(app, workspace) -> N
     make_training_set(project, copies=1)
     at = app(TRAIN, project="tiny")
     no_exception(at)
-    epochs = at.number_input(key="train_epochs_vgg16")
+    (epochs,) = [w for w in at.number_input if w.label.startswith("Epochs")]
     assert (epochs.min, epochs.max) == (low, high)
