@@ -1,15 +1,20 @@
 """Shared page pieces: the current project, the password gate, headers and friendly errors.
 
-The current project lives in ``st.session_state["project"]`` and in the
-``?project=`` query parameter, so a browser reload keeps it. Pages call
-:func:`current_project` and stop with a hint when there is none.
+The current project lives in the ``?project=`` query parameter of the URL and
+in ``st.session_state["project"]``. The URL wins (a reload, a bookmark or a
+deep link such as ``/train?project=my-face`` opens that project); the session
+copy fills the URL in again after a page change, since Streamlit's navigation
+drops query parameters. Pages call :func:`current_project` and stop with a
+hint when there is none.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hmac
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -19,6 +24,8 @@ from facetrack.workspace import Project, WorkspaceError, list_projects, open_pro
 from ui import use_app_navigation
 
 PASSWORD_ENV = "FACETRACK_PASSWORD"
+PROJECT_PARAM = "project"  # the query parameter (and session_state key) of the current project
+SIDEBAR_PICKER_KEY = "sidebar_project"
 
 
 def configured_password() -> str | None:
@@ -57,34 +64,39 @@ def require_password() -> None:
 
 
 def current_project() -> Project | None:
-    """The project picked in the sidebar (or in the URL), or None.
+    """The project named in the URL (or, after a page change, in this session), or None.
 
     Also the pages' own guard: the router (``app.py``) asks for the password,
     and so does every page that reaches its project, should it ever run
-    without the router.
+    without the router. Keeps the URL and the session in step, so that a
+    reload or a copied link opens the same project.
     """
     use_app_navigation()
     require_password()
-    name = st.session_state.get("project") or st.query_params.get("project")
+    name = st.query_params.get(PROJECT_PARAM) or st.session_state.get(PROJECT_PARAM)
     if not name:
         return None
     try:
         project = open_project(name, workspace_root())
     except WorkspaceError:
-        st.session_state.pop("project", None)
+        select_project(None)  # deleted (in another tab?) or a mistyped link
         return None
-    st.session_state["project"] = project.name
+    if (
+        st.session_state.get(PROJECT_PARAM) != project.name
+        or st.query_params.get(PROJECT_PARAM) != project.name
+    ):
+        select_project(project.name)
     return project
 
 
 def select_project(name: str | None) -> None:
-    """Make ``name`` the current project (None: no project)."""
+    """Make ``name`` the current project, in the URL and the session (None: no project)."""
     if name:
-        st.session_state["project"] = name
-        st.query_params["project"] = name
+        st.session_state[PROJECT_PARAM] = name
+        st.query_params[PROJECT_PARAM] = name
     else:
-        st.session_state.pop("project", None)
-        st.query_params.pop("project", None)
+        st.session_state.pop(PROJECT_PARAM, None)
+        st.query_params.pop(PROJECT_PARAM, None)
 
 
 def require_project() -> Project:
@@ -97,21 +109,32 @@ def require_project() -> Project:
     return project
 
 
+def _picked_in_sidebar() -> None:
+    select_project(st.session_state.get(SIDEBAR_PICKER_KEY))
+
+
 def sidebar_project_picker() -> None:
-    """The project picker in the sidebar, on every page."""
+    """The project picker in the sidebar, on every page.
+
+    The picker shows the current project on every run (its session value is set
+    before it is drawn), so a project made current elsewhere (created on Home,
+    opened by a link) is never switched back to the previous choice.
+    """
     names = list_projects(workspace_root())
     current = current_project()
     with st.sidebar:
         if not names:
             st.caption("No project yet: create one on the Home page.")
             return
-        index = names.index(current.name) if current and current.name in names else None
-        choice = st.selectbox(
-            "Project", names, index=index, placeholder="Pick a project", key="sidebar_project"
+        st.session_state[SIDEBAR_PICKER_KEY] = current.name if current and current.name in names else None
+        st.selectbox(
+            "Project",
+            names,
+            index=None,
+            placeholder="Pick a project",
+            key=SIDEBAR_PICKER_KEY,
+            on_change=_picked_in_sidebar,
         )
-        if choice and (current is None or choice != current.name):
-            select_project(choice)
-            st.rerun()
 
 
 def header(title: str, explanation: str) -> None:
@@ -120,6 +143,39 @@ def header(title: str, explanation: str) -> None:
     require_password()
     st.title(title)
     st.caption(explanation)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:$<>&])")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"()]+[/\\])+([^\s/\\'\"()]*)")
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` for ``st.markdown``/``st.error``...: shown literally, never as formatting.
+
+    File names are data: ``:red[x].jpg``, ``*a*.png`` or ``$x$.jpg`` must not
+    turn into coloured, bold or maths text. Every markdown punctuation mark is
+    backslash-escaped and line breaks become spaces.
+    """
+    text = " ".join(str(text).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def error_text(exc: BaseException) -> str:
+    """What went wrong, in one markdown-safe line for the page: no traceback, no server paths.
+
+    A full disk says so; other system errors give their plain reason and the
+    file's name (not its folder); anything else its message with folders
+    removed from any path in it.
+    """
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        text = "the disk is full"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+        if exc.filename:
+            text += f" ({Path(os.fsdecode(exc.filename)).name})"
+    else:
+        text = str(exc).strip() or type(exc).__name__
+    return escape_markdown(_ABSOLUTE_PATH.sub(r"\1", text))
 
 
 def run_label(run_dir: Path) -> str:

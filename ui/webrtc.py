@@ -113,6 +113,48 @@ class FrameGrabber:
             return self.frame.copy()
 
 
+# -- keeping a playing stream alive across reruns -----------------------------------------
+RUN_COUNT_KEY = "_facetrack_full_runs"
+
+
+def count_full_run() -> None:
+    """Count this full run of the app (``app.py`` calls it once per run; fragment runs skip ``app.py``)."""
+    st.session_state[RUN_COUNT_KEY] = st.session_state.get(RUN_COUNT_KEY, 0) + 1
+
+
+def keep_stream_alive(key: str) -> None:
+    """Call right before ``webrtc_streamer(key=key, ...)``, on every run that draws it.
+
+    streamlit-webrtc 0.79 resets (stops) a stream whose component "was not
+    rendered" in the previous script run: it compares Streamlit's count of
+    finished runs now with the count it read when it last drew the component.
+    That count is raised by the server's event loop when it *sends* a run's
+    "finished" message, while the next run starts at once on the script
+    thread. On a busy machine a run that follows another back to back (the
+    camera's own signalling reruns, a slider dragged, a burst ending) reads
+    the count before the previous run's message went out; two runs later the
+    gap looks like two runs and the playing camera is stopped: the page is
+    back at "Start camera". That was the flaky capture browser test, and the
+    camera that stopped after an import.
+
+    This keeps FaceTrack's own count of full runs (:func:`count_full_run`,
+    exact: it is kept on the script thread). When the component was drawn in
+    the run just before this one, it cannot be orphaned, so the library's
+    check is skipped for this run (its ``_last_rendered_run_count`` is
+    cleared; the library sets it again when it draws). After a visit to
+    another page the check still runs, as the library intends.
+    """
+    run = st.session_state.get(RUN_COUNT_KEY)
+    marker = f"_facetrack_stream_drawn_{key}"
+    drawn_in = st.session_state.get(marker)
+    st.session_state[marker] = run
+    if run is None or drawn_in != run - 1:
+        return
+    context = st.session_state.get(key)
+    if context is not None and hasattr(context, "_last_rendered_run_count"):
+        context._last_rendered_run_count = None
+
+
 def grabber_for(project: Project) -> FrameGrabber:
     """This browser session's grabber for ``project`` (kept in session state across reruns)."""
     key = f"capture_grabber_{project.name}"
