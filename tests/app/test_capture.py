@@ -202,3 +202,11 @@ def test_file_names_in_the_report_are_escaped(app, empty_project) -> None:
     text = "\n".join(m.value for m in at.markdown)
     assert "\\:red\\[x\\]\\.jpg" in text and "\\*b\\*\\.jpg" in text
     assert ":red[x]" not in text
+
+
+def test_upload_help_says_it_in_plain_words_first(app, empty_project) -> None:
+    """Issue 11, item 12: "labelme .json" meant nothing to a new user; plain words come first."""
+    at = app(CAPTURE, project=empty_project.name)
+    text = next(m.value for m in at.markdown if "labelme" in m.value)
+    assert "label files" in text and text.index("label files") < text.index("labelme")
+    assert "labelme" not in at.file_uploader[0].label

@@ -144,3 +144,11 @@ def test_unknown_project_in_the_url_is_dropped(workspace: Path) -> None:
     no_exception(at)
     assert "project" not in at.query_params
     assert any("Create or open a project" in i.value for i in at.info)
+
+
+def test_privacy_note_says_it_in_plain_words_first(app, empty_project) -> None:
+    """Issue 11, item 12: plain words first, the technical name (VGG16, ImageNet) second."""
+    at = app(HOME, project=empty_project.name)
+    text = next(c.value for c in at.caption if "Privacy" in c.value)
+    assert "ready-made image model" in text
+    assert text.index("ready-made image model") < text.index("VGG16")
