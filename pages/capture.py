@@ -2,9 +2,9 @@
 
 Results and errors (an import report, a photo that could not be saved) are
 kept in session state and drawn on every run, next to what the user did, until
-they dismiss them or do the next thing. The tabs remember the open tab, and
-nothing above them changes from run to run, so a message never moves the
-camera (a moved component would be re-created, and its stream stopped).
+they dismiss them or do the next thing. Nothing above the tabs changes from
+run to run, so a message never moves the tabs or the camera: the browser would
+re-create them, showing the first tab again and stopping the stream.
 """
 
 from __future__ import annotations
@@ -154,8 +154,9 @@ def take_photo(project: Project, grabber) -> None:  # noqa: ANN001 - ui.webrtc.F
 project = require_project()
 header("1. Capture", "Collect photos of your face (and some without it): from the webcam, or upload them.")
 
-# keyed and tracked: the open tab survives every rerun (an import no longer jumps back to Webcam)
-live_tab, upload_tab = st.tabs([WEBCAM_TAB, UPLOAD_TAB], key="capture_tab", on_change="rerun")
+# Nothing above the tabs changes between runs (messages are drawn inside them), so the browser
+# keeps the open tab and the camera in it across every rerun; switching tabs costs no rerun.
+live_tab, upload_tab = st.tabs([WEBCAM_TAB, UPLOAD_TAB])
 burst: Burst | None = st.session_state.get("burst")
 burst_running = burst is not None and not burst.done
 

@@ -81,7 +81,6 @@ def test_a_new_second_project_is_current_and_gets_the_upload(page, app_server, e
     go_to(page, "1. Capture")
     assert "e2e-second" in sidebar_project(page)
     page.get_by_role("tab", name="Upload photos").click()
-    wait_idle(page)
     page.locator('input[type="file"]').set_input_files([str(p) for p in photo_files(tmp_path, 2)])
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_text("2 photo(s) added")).to_be_visible(timeout=30_000)
@@ -133,7 +132,6 @@ def test_import_report_stays_and_the_camera_keeps_running(page, app_server, e2e_
     open_page(page, app_server, "capture", project.name)
     click_start(page)  # a running camera: the import must not stop it
     page.get_by_role("tab", name="Upload photos").click()
-    wait_idle(page)  # the tab remembers itself: one rerun
     bad = tmp_path / ":red[x].jpg"
     bad.write_bytes(b"not a photo")
     files = [*photo_files(tmp_path, 3), bad]

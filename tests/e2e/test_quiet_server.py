@@ -60,10 +60,12 @@ def test_no_watcher_noise_while_photos_are_written(browser):
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 90
             while True:
-                with contextlib.suppress(OSError):
-                    with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
+                with (
+                    contextlib.suppress(OSError),
+                    urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r,
+                ):
+                    if r.status == 200:
+                        break
                 assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
                 time.sleep(0.3)
             page = context.new_page()
