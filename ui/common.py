@@ -109,16 +109,17 @@ def require_project() -> Project:
     return project
 
 
-def _picked_in_sidebar() -> None:
-    select_project(st.session_state.get(SIDEBAR_PICKER_KEY))
+def _picked_in_sidebar(key: str) -> None:
+    select_project(st.session_state.get(key))
 
 
 def sidebar_project_picker() -> None:
     """The project picker in the sidebar, on every page.
 
-    The picker shows the current project on every run (its session value is set
-    before it is drawn), so a project made current elsewhere (created on Home,
-    opened by a link) is never switched back to the previous choice.
+    The picker is a new widget whenever the current project changes (its key
+    names the project), so it always starts from the current project: one
+    created on Home or opened by a link is never switched back to the
+    previous choice by the picker's remembered value.
     """
     names = list_projects(workspace_root())
     current = current_project()
@@ -126,14 +127,16 @@ def sidebar_project_picker() -> None:
         if not names:
             st.caption("No project yet: create one on the Home page.")
             return
-        st.session_state[SIDEBAR_PICKER_KEY] = current.name if current and current.name in names else None
+        name = current.name if current and current.name in names else None
+        key = f"{SIDEBAR_PICKER_KEY}:{name or ''}"
         st.selectbox(
             "Project",
             names,
-            index=None,
+            index=names.index(name) if name else None,
             placeholder="Pick a project",
-            key=SIDEBAR_PICKER_KEY,
+            key=key,
             on_change=_picked_in_sidebar,
+            args=(key,),
         )
 
 

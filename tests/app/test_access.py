@@ -84,7 +84,7 @@ def test_deep_link_with_a_project_shows_nothing_before_the_password(protected):
     assert not at.exception
     assert "protected by a password" in _texts(at)
     assert "holiday" not in _texts(at) and "Capture" not in _texts(at)
-    assert not at.selectbox and "sidebar_project" not in at.session_state
+    assert not at.selectbox and "sidebar_project:holiday-2026" not in at.session_state
     at.text_input[0].input("open sesame")
     at.button[0].click().run()
     assert not at.exception
