@@ -114,12 +114,19 @@ class FrameGrabber:
 
 
 # -- keeping a playing stream alive across reruns -----------------------------------------
-RUN_COUNT_KEY = "_facetrack_full_runs"
+PAGE_KEY = "_facetrack_page"
+VISIT_KEY = "_facetrack_page_visit"
 
 
-def count_full_run() -> None:
-    """Count this full run of the app (``app.py`` calls it once per run; fragment runs skip ``app.py``)."""
-    st.session_state[RUN_COUNT_KEY] = st.session_state.get(RUN_COUNT_KEY, 0) + 1
+def count_full_run(page: str) -> None:
+    """Note the page of this full run (``app.py`` calls it on every run; fragment runs skip ``app.py``).
+
+    A new *visit* starts whenever the page differs from the previous run's:
+    the browser then unmounts the old page's components.
+    """
+    if st.session_state.get(PAGE_KEY) != page:
+        st.session_state[PAGE_KEY] = page
+        st.session_state[VISIT_KEY] = st.session_state.get(VISIT_KEY, 0) + 1
 
 
 def keep_stream_alive(key: str) -> None:
@@ -129,26 +136,26 @@ def keep_stream_alive(key: str) -> None:
     rendered" in the previous script run: it compares Streamlit's count of
     finished runs now with the count it read when it last drew the component.
     That count is raised by the server's event loop when it *sends* a run's
-    "finished" message, while the next run starts at once on the script
-    thread. On a busy machine a run that follows another back to back (the
+    "finished" message, while the next run may already have started on the
+    script thread. On a busy machine a run that follows another closely (the
     camera's own signalling reruns, a slider dragged, a burst ending) reads
-    the count before the previous run's message went out; two runs later the
-    gap looks like two runs and the playing camera is stopped: the page is
-    back at "Start camera". That was the flaky capture browser test, and the
-    camera that stopped after an import.
+    the count before the previous run's message went out; a later run then
+    sees a gap of two and the playing camera is stopped: the page is back at
+    "Start camera". That was the flaky capture browser test, and the camera
+    that stopped after an import.
 
-    This keeps FaceTrack's own count of full runs (:func:`count_full_run`,
-    exact: it is kept on the script thread). When the component was drawn in
-    the run just before this one, it cannot be orphaned, so the library's
-    check is skipped for this run (its ``_last_rendered_run_count`` is
-    cleared; the library sets it again when it draws). After a visit to
-    another page the check still runs, as the library intends.
+    FaceTrack knows exactly when the component can have been unmounted: when
+    the user went to another page (:func:`count_full_run`, kept on the script
+    thread). While the component has been drawn before in this same visit of
+    the page, the library's guess is skipped for this run (its
+    ``_last_rendered_run_count`` is cleared; the library sets it again as it
+    draws). After a visit to another page its check runs, as it intends.
     """
-    run = st.session_state.get(RUN_COUNT_KEY)
+    visit = st.session_state.get(VISIT_KEY)
     marker = f"_facetrack_stream_drawn_{key}"
     drawn_in = st.session_state.get(marker)
-    st.session_state[marker] = run
-    if run is None or drawn_in != run - 1:
+    st.session_state[marker] = visit
+    if visit is None or drawn_in != visit:
         return
     context = st.session_state.get(key)
     if context is not None and hasattr(context, "_last_rendered_run_count"):

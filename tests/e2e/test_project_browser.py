@@ -58,6 +58,20 @@ def create_in_home(page, name: str) -> None:
     expect(page.get_by_text(f"Project {name} is ready.")).to_be_visible()
 
 
+def show_upload_tab(page) -> None:
+    """Open the Upload tab and let its uploader finish mounting.
+
+    Streamlit draws a tab's content only once the tab is opened; files given to
+    the uploader's input in the very frames it mounts in are dropped by its
+    first effects (a person cannot pick files that fast). Two animation
+    frames after it shows, the uploader is ready.
+    """
+    page.get_by_role("tab", name="Upload photos").click()
+    expect(page.get_by_role("tab", name="Upload photos")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_test_id("stFileUploaderDropzone")).to_be_visible()
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
 def go_to(page, title: str) -> None:
     """Click a page in the sidebar's navigation (Streamlit drops the URL's query string on the way)."""
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
@@ -80,8 +94,15 @@ def test_a_new_second_project_is_current_and_gets_the_upload(page, app_server, e
 
     go_to(page, "1. Capture")
     assert "e2e-second" in sidebar_project(page)
-    page.get_by_role("tab", name="Upload photos").click()
+    show_upload_tab(page)
+    failed = []  # said when the files do not arrive: a refused upload, a page error
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: failed.append(m.text) if m.type == "error" else None)
     page.locator('input[type="file"]').set_input_files([str(p) for p in photo_files(tmp_path, 2)])
+    try:
+        expect(page.get_by_test_id("stFileChip")).to_have_count(2, timeout=10_000)
+    except AssertionError:
+        pytest.fail(f"the chosen files did not reach the uploader; page errors: {failed}")
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_text("2 photo(s) added")).to_be_visible(timeout=30_000)
     assert len(list((e2e_workspace / "e2e-second" / "images").glob("*.jpg"))) == 2
@@ -131,7 +152,7 @@ def test_import_report_stays_and_the_camera_keeps_running(page, app_server, e2e_
     project = create_project("e2e-feedback", e2e_workspace)
     open_page(page, app_server, "capture", project.name)
     click_start(page)  # a running camera: the import must not stop it
-    page.get_by_role("tab", name="Upload photos").click()
+    show_upload_tab(page)
     bad = tmp_path / ":red[x].jpg"
     bad.write_bytes(b"not a photo")
     files = [*photo_files(tmp_path, 3), bad]
