@@ -8,8 +8,11 @@ import ui  # noqa: F401, I001  (first: imports aiortc before anything loads Tens
 import streamlit as st
 
 from ui.common import password_ok, require_password, sidebar_project_picker
+from ui.webrtc import count_full_run
 
-st.set_page_config(page_title="FaceTrack", page_icon=":material/face:", layout="wide")
+# An emoji icon is drawn by the browser itself: a ":material/...:" icon would be
+# fetched from fonts.gstatic.com, and FaceTrack asks no other host for anything.
+st.set_page_config(page_title="FaceTrack", page_icon="🙂", layout="wide")
 
 pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
@@ -22,6 +25,7 @@ pages = [
 ]
 # The navigation is declared on every run (so deep links resolve), hidden until the password is given.
 nav = st.navigation(pages, position="sidebar" if password_ok() else "hidden")
+count_full_run(nav.url_path)  # which page this run draws: a camera survives reruns of its own page
 require_password()
-sidebar_project_picker()
+sidebar_project_picker()  # also puts the current project back in the URL after a page change
 nav.run()

@@ -144,8 +144,8 @@ st.divider()
 st.caption(
     ":material/lock: **Privacy:** your photos, labels and models stay in the folder "
     f"`{project.path}` on this computer. FaceTrack sends nothing anywhere; the only network "
-    "access is a one-time download of the ImageNet weights for the VGG16 backbone (the compact "
-    "backbone needs none)."
+    "access is a one-time download of a ready-made image model, if you choose it on the Train "
+    "page (the ImageNet weights of the VGG16 backbone, about 58 MB). The compact model needs none."
 )
 
 with st.expander("Delete photos or the project", icon=":material/delete:"):

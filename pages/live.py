@@ -15,7 +15,7 @@ from facetrack.detect import Detector, DetectorError, detections_from, draw_dete
 from facetrack.images import ImageError, decode_image, encode_jpeg
 from ui.common import header, pick_run, require_project
 from ui.live import LiveProcessor
-from ui.webrtc import connection_hint, rtc_configuration
+from ui.webrtc import connection_hint, keep_stream_alive, rtc_configuration
 
 ENGINES = {"auto": "Fastest available", "litert": "LiteRT (.tflite, fast)", "keras": "Keras (.keras)"}
 BACKEND_NAMES = {"litert": "LiteRT (the fast .tflite model)", "keras": "Keras (the .keras model)"}
@@ -141,6 +141,7 @@ with camera_tab:
             out = proc.process(bgr)
             return av.VideoFrame.from_ndarray(out, format="bgr24")
 
+        keep_stream_alive(f"live-{project.name}")  # a busy server must not stop the camera (ui.webrtc)
         ctx = webrtc_streamer(
             key=f"live-{project.name}",
             mode=WebRtcMode.SENDRECV,

@@ -1,25 +1,33 @@
 """Shared page pieces: the current project, the password gate, headers and friendly errors.
 
-The current project lives in ``st.session_state["project"]`` and in the
-``?project=`` query parameter, so a browser reload keeps it. Pages call
-:func:`current_project` and stop with a hint when there is none.
+The current project lives in the ``?project=`` query parameter of the URL and
+in ``st.session_state["project"]``. The URL wins (a reload, a bookmark or a
+deep link such as ``/train?project=my-face`` opens that project); the session
+copy fills the URL in again after a page change, since Streamlit's navigation
+drops query parameters. Pages call :func:`current_project` and stop with a
+hint when there is none.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hmac
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
 
 from facetrack.data import is_stale, sample_counts
 from facetrack.runs import RunState, run_state
+from facetrack.textsafe import markdown_safe
 from facetrack.workspace import Project, WorkspaceError, list_projects, open_project, workspace_root
 from ui import use_app_navigation
 
 PASSWORD_ENV = "FACETRACK_PASSWORD"
+PROJECT_PARAM = "project"  # the query parameter (and session_state key) of the current project
+SIDEBAR_PICKER_KEY = "sidebar_project"
 
 
 def training_set_counts(project: Project) -> dict[str, int]:
@@ -68,34 +76,39 @@ def require_password() -> None:
 
 
 def current_project() -> Project | None:
-    """The project picked in the sidebar (or in the URL), or None.
+    """The project named in the URL (or, after a page change, in this session), or None.
 
     Also the pages' own guard: the router (``app.py``) asks for the password,
     and so does every page that reaches its project, should it ever run
-    without the router.
+    without the router. Keeps the URL and the session in step, so that a
+    reload or a copied link opens the same project.
     """
     use_app_navigation()
     require_password()
-    name = st.session_state.get("project") or st.query_params.get("project")
+    name = st.query_params.get(PROJECT_PARAM) or st.session_state.get(PROJECT_PARAM)
     if not name:
         return None
     try:
         project = open_project(name, workspace_root())
     except WorkspaceError:
-        st.session_state.pop("project", None)
+        select_project(None)  # deleted (in another tab?) or a mistyped link
         return None
-    st.session_state["project"] = project.name
+    if (
+        st.session_state.get(PROJECT_PARAM) != project.name
+        or st.query_params.get(PROJECT_PARAM) != project.name
+    ):
+        select_project(project.name)
     return project
 
 
 def select_project(name: str | None) -> None:
-    """Make ``name`` the current project (None: no project)."""
+    """Make ``name`` the current project, in the URL and the session (None: no project)."""
     if name:
-        st.session_state["project"] = name
-        st.query_params["project"] = name
+        st.session_state[PROJECT_PARAM] = name
+        st.query_params[PROJECT_PARAM] = name
     else:
-        st.session_state.pop("project", None)
-        st.query_params.pop("project", None)
+        st.session_state.pop(PROJECT_PARAM, None)
+        st.query_params.pop(PROJECT_PARAM, None)
 
 
 def require_project() -> Project:
@@ -108,21 +121,35 @@ def require_project() -> Project:
     return project
 
 
+def _picked_in_sidebar(key: str) -> None:
+    select_project(st.session_state.get(key))
+
+
 def sidebar_project_picker() -> None:
-    """The project picker in the sidebar, on every page."""
+    """The project picker in the sidebar, on every page.
+
+    The picker is a new widget whenever the current project changes (its key
+    names the project), so it always starts from the current project: one
+    created on Home or opened by a link is never switched back to the
+    previous choice by the picker's remembered value.
+    """
     names = list_projects(workspace_root())
     current = current_project()
     with st.sidebar:
         if not names:
             st.caption("No project yet: create one on the Home page.")
             return
-        index = names.index(current.name) if current and current.name in names else None
-        choice = st.selectbox(
-            "Project", names, index=index, placeholder="Pick a project", key="sidebar_project"
+        name = current.name if current and current.name in names else None
+        key = f"{SIDEBAR_PICKER_KEY}:{name or ''}"
+        st.selectbox(
+            "Project",
+            names,
+            index=names.index(name) if name else None,
+            placeholder="Pick a project",
+            key=key,
+            on_change=_picked_in_sidebar,
+            args=(key,),
         )
-        if choice and (current is None or choice != current.name):
-            select_project(choice)
-            st.rerun()
 
 
 def header(title: str, explanation: str) -> None:
@@ -131,6 +158,27 @@ def header(title: str, explanation: str) -> None:
     require_password()
     st.title(title)
     st.caption(explanation)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"()]+[/\\])+([^\s/\\'\"()]*)")
+
+
+def error_text(exc: BaseException) -> str:
+    """What went wrong, in one markdown-safe line for the page: no traceback, no server paths.
+
+    A full disk says so; other system errors give their plain reason and the
+    file's name (not its folder); anything else its message with folders
+    removed from any path in it.
+    """
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        text = "the disk is full"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+        if exc.filename:
+            text += f" ({Path(os.fsdecode(exc.filename)).name})"
+    else:
+        text = str(exc).strip() or type(exc).__name__
+    return markdown_safe(_ABSOLUTE_PATH.sub(r"\1", text))
 
 
 def run_label(run_dir: Path) -> str:

@@ -113,6 +113,55 @@ class FrameGrabber:
             return self.frame.copy()
 
 
+# -- keeping a playing stream alive across reruns -----------------------------------------
+PAGE_KEY = "_facetrack_page"
+VISIT_KEY = "_facetrack_page_visit"
+
+
+def count_full_run(page: str) -> None:
+    """Note the page of this full run (``app.py`` calls it on every run; fragment runs skip ``app.py``).
+
+    A new *visit* starts whenever the page differs from the previous run's:
+    the browser then unmounts the old page's components.
+    """
+    if st.session_state.get(PAGE_KEY) != page:
+        st.session_state[PAGE_KEY] = page
+        st.session_state[VISIT_KEY] = st.session_state.get(VISIT_KEY, 0) + 1
+
+
+def keep_stream_alive(key: str) -> None:
+    """Call right before ``webrtc_streamer(key=key, ...)``, on every run that draws it.
+
+    streamlit-webrtc 0.79 resets (stops) a stream whose component "was not
+    rendered" in the previous script run: it compares Streamlit's count of
+    finished runs now with the count it read when it last drew the component.
+    That count is raised by the server's event loop when it *sends* a run's
+    "finished" message, while the next run may already have started on the
+    script thread. On a busy machine a run that follows another closely (the
+    camera's own signalling reruns, a slider dragged, a burst ending) reads
+    the count before the previous run's message went out; a later run then
+    sees a gap of two and the playing camera is stopped: the page is back at
+    "Start camera". That was the flaky capture browser test, and the camera
+    that stopped after an import.
+
+    FaceTrack knows exactly when the component can have been unmounted: when
+    the user went to another page (:func:`count_full_run`, kept on the script
+    thread). While the component has been drawn before in this same visit of
+    the page, the library's guess is skipped for this run (its
+    ``_last_rendered_run_count`` is cleared; the library sets it again as it
+    draws). After a visit to another page its check runs, as it intends.
+    """
+    visit = st.session_state.get(VISIT_KEY)
+    marker = f"_facetrack_stream_drawn_{key}"
+    drawn_in = st.session_state.get(marker)
+    st.session_state[marker] = visit
+    if visit is None or drawn_in != visit:
+        return
+    context = st.session_state.get(key)
+    if context is not None and hasattr(context, "_last_rendered_run_count"):
+        context._last_rendered_run_count = None
+
+
 def grabber_for(project: Project) -> FrameGrabber:
     """This browser session's grabber for ``project`` (kept in session state across reruns)."""
     key = f"capture_grabber_{project.name}"

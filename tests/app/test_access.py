@@ -72,3 +72,21 @@ def test_no_password_configured_means_no_gate(workspace, monkeypatch):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
     assert not at.exception
     assert "protected by a password" not in _texts(at)
+
+
+def test_deep_link_with_a_project_shows_nothing_before_the_password(protected):
+    """``/capture?project=holiday-2026`` without the password: the form only, no project name, no picker."""
+    create_project("holiday-2026")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["project"] = "holiday-2026"
+    at.switch_page("pages/capture.py")
+    at.run()
+    assert not at.exception
+    assert "protected by a password" in _texts(at)
+    assert "holiday" not in _texts(at) and "Capture" not in _texts(at)
+    assert not at.selectbox and "sidebar_project:holiday-2026" not in at.session_state
+    at.text_input[0].input("open sesame")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.title[0].value == "1. Capture"
+    assert at.session_state["project"] == "holiday-2026"  # the link's project, once the password is given

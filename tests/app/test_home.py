@@ -93,3 +93,62 @@ def test_switching_project_on_home_sticks(app, workspace: Path) -> None:
     no_exception(at)
     assert at.session_state["project"] == "beta"
     assert any("Project: beta" in s.value for s in at.subheader)
+
+
+def _create(at, name: str) -> None:
+    at.text_input[0].input(name)
+    at.button[0].click().run()
+
+
+def test_a_new_second_project_becomes_current_everywhere(app, workspace: Path) -> None:
+    """Regression: the sidebar picker switched back to the first project after "Project ... is ready"."""
+    # (AppTest runs app.py, hence the sidebar, on the first run only: the browser test,
+    # tests/e2e/test_project_browser.py, checks what the sidebar shows)
+    at = app(HOME)
+    _create(at, "first")
+    _create(at, "second")
+    no_exception(at)
+    for _ in range(2):  # and it stays so on the next runs
+        assert at.session_state["project"] == "second"
+        assert at.query_params["project"] == "second"
+        assert any("Project: second" in s.value for s in at.subheader)
+        at.run()
+
+
+def test_project_in_the_url_opens_it(workspace: Path) -> None:
+    """A reload or a deep link (``/capture?project=beta``) opens that project in a new session."""
+    from streamlit.testing.v1 import AppTest
+
+    from facetrack.workspace import create_project
+    from tests.app.conftest import REPO, TIMEOUT
+
+    create_project("alpha", workspace)
+    create_project("beta", workspace)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["project"] = "beta"
+    at.switch_page("pages/capture.py")
+    at.run()
+    no_exception(at)
+    assert at.title[0].value == "1. Capture"
+    assert at.session_state["project"] == "beta"
+
+
+def test_unknown_project_in_the_url_is_dropped(workspace: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import REPO, TIMEOUT
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["project"] = "gone"
+    at.run()
+    no_exception(at)
+    assert "project" not in at.query_params
+    assert any("Create or open a project" in i.value for i in at.info)
+
+
+def test_privacy_note_says_it_in_plain_words_first(app, empty_project) -> None:
+    """Issue 11, item 12: plain words first, the technical name (VGG16, ImageNet) second."""
+    at = app(HOME, project=empty_project.name)
+    text = next(c.value for c in at.caption if "Privacy" in c.value)
+    assert "ready-made image model" in text
+    assert text.index("ready-made image model") < text.index("VGG16")
