@@ -68,7 +68,9 @@ def pipeline(h: int, w: int, seed: int, min_visibility: float, crop_min: float) 
             A.Affine(scale=(0.55, 1.0), keep_ratio=True, border_mode=cv2.BORDER_CONSTANT, fill=114, p=0.3),
             A.OneOf(
                 [
-                    A.RandomResizedCrop(size=(h, w), scale=(crop_min, 1.0), ratio=(aspect * 0.6, aspect * 1.4), p=0.8),
+                    A.RandomResizedCrop(
+                        size=(h, w), scale=(crop_min, 1.0), ratio=(aspect * 0.6, aspect * 1.4), p=0.8
+                    ),
                     A.Resize(h, w, p=0.2),
                 ],
                 p=1.0,
@@ -80,8 +82,13 @@ def pipeline(h: int, w: int, seed: int, min_visibility: float, crop_min: float) 
             A.GaussianBlur(blur_limit=(3, 5), p=0.1),
             A.ToGray(num_output_channels=3, p=0.15),
         ],
-        bbox_params=A.BboxParams(format="albumentations", label_fields=["labels"], min_visibility=min_visibility,
-                                 clip=True, filter_invalid_bboxes=True),  # fmt: skip
+        bbox_params=A.BboxParams(
+            format="albumentations",
+            label_fields=["labels"],
+            min_visibility=min_visibility,
+            clip=True,
+            filter_invalid_bboxes=True,
+        ),  # fmt: skip
         seed=seed,
     )
 
@@ -92,7 +99,9 @@ def _read(path: str, h: int) -> np.ndarray:
     limit = 3 * h
     if min(rgb.shape[:2]) > limit:
         s = limit / min(rgb.shape[:2])
-        rgb = cv2.resize(rgb, (round(rgb.shape[1] * s), round(rgb.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        rgb = cv2.resize(
+            rgb, (round(rgb.shape[1] * s), round(rgb.shape[0] * s)), interpolation=cv2.INTER_AREA
+        )
     return rgb
 
 
@@ -108,7 +117,9 @@ def _augment_one(args: tuple) -> tuple[np.ndarray, list[np.ndarray]]:
     return np.stack(imgs), out_boxes
 
 
-def augment(items: list[dict], copies: int, multi_copies: int, h: int, w: int, args) -> tuple[np.ndarray, list]:
+def augment(
+    items: list[dict], copies: int, multi_copies: int, h: int, w: int, args
+) -> tuple[np.ndarray, list]:
     tasks = [
         (it["path"], it["boxes"], multi_copies if it["kind"] == "multi" else copies, h, w,
          (hash(it["id"]) + args.seed) % 2**31, args.min_visibility, args.crop_min)
@@ -143,13 +154,19 @@ def dataset(x: np.ndarray, boxes: list, batch: int, grid: tuple[int, int], setti
             bb = [boxes[j] for j in idx]
             flip = rng.random(len(idx)) < 0.5
             xb[flip] = xb[flip, :, ::-1]
-            bb = [np.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], 1) if f else b for b, f in zip(bb, flip)]
+            bb = [
+                np.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], 1) if f else b
+                for b, f in zip(bb, flip, strict=True)
+            ]
             cls, box = dense_targets(bb, grid, settings)
             yield xb, {"class": cls, "bbox": box}
 
     sig = (
         tf.TensorSpec((None, *x.shape[1:]), tf.float32),
-        {"class": tf.TensorSpec((None, gh, gw, 1), tf.float32), "bbox": tf.TensorSpec((None, gh, gw, 4), tf.float32)},
+        {
+            "class": tf.TensorSpec((None, gh, gw, 1), tf.float32),
+            "bbox": tf.TensorSpec((None, gh, gw, 4), tf.float32),
+        },
     )
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
     return ds.apply(tf.data.experimental.assert_cardinality(n // batch)).prefetch(2)
@@ -169,8 +186,8 @@ def evaluate(model, x: np.ndarray, items: list[dict], decode_settings) -> dict:
         ("multi", [it["kind"] == "multi" for it in items]),
         ("faces_set", [it["kind"] != "multi" for it in items]),
     ):
-        d = [a for a, k in zip(dets, keep) if k]
-        t = [a for a, k in zip(truths, keep) if k]
+        d = [a for a, k in zip(dets, keep, strict=True) if k]
+        t = [a for a, k in zip(truths, keep, strict=True) if k]
         m = face_metrics(d, t, threshold=decode_settings.threshold)
         result[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.to_dict().items()}
     for thr in (0.3, 0.4, 0.5, 0.6, 0.7):
@@ -185,11 +202,11 @@ def live_latency(model, h: int, w: int, decode_settings, frames: int = 200) -> d
     """Median ms per 640x480 frame: resize, LiteRT invoke (2 threads), decode, draw."""
     import tempfile
 
+    import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     from facetrack.decode import decode
     from facetrack.export import _saved_model_converter
-    import tensorflow as tf
 
     spec = tf.TensorSpec([1, h, w, 3], tf.float32, name="image")
 
@@ -219,12 +236,18 @@ def live_latency(model, h: int, w: int, decode_settings, frames: int = 200) -> d
         t2 = time.perf_counter()
         s, b = decode(sc[0], bx[0], decode_settings)
         t3 = time.perf_counter()
-        for score, box in zip(s, b):
+        for score, box in zip(s, b, strict=True):
             p = (box * [640, 480, 640, 480]).astype(int)
             cv2.rectangle(frame, (p[0], p[1]), (p[2], p[3]), (0, 255, 0), 2)
             cv2.putText(frame, f"{score:.2f}", (p[0], p[1]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
         t4 = time.perf_counter()
-        for k, a, b_ in (("resize", t0, t1), ("infer", t1, t2), ("decode", t2, t3), ("draw", t3, t4), ("total", t0, t4)):
+        for k, a, b_ in (
+            ("resize", t0, t1),
+            ("infer", t1, t2),
+            ("decode", t2, t3),
+            ("draw", t3, t4),
+            ("total", t0, t4),
+        ):
             parts[k].append((b_ - a) * 1000)
     return {k: round(float(np.median(v)), 3) for k, v in parts.items()} | {"tflite_kb": len(data) // 1024}
 
@@ -280,10 +303,16 @@ def main() -> None:  # noqa: C901 - a linear research script
     tset = TargetSettings(radius=args.radius, center_share=args.center_share, ignore_share=args.ignore_share)
     steps = len(x) // args.batch
     lr = keras.optimizers.schedules.CosineDecay(
-        0.0, steps * args.epochs, alpha=0.02, warmup_target=args.lr, warmup_steps=min(steps, steps * args.epochs // 10)
+        0.0,
+        steps * args.epochs,
+        alpha=0.02,
+        warmup_target=args.lr,
+        warmup_steps=min(steps, steps * args.epochs // 10),
     )
     opt = keras.optimizers.AdamW(lr, weight_decay=0.05, use_ema=True, ema_momentum=0.995)
-    compile_dense(model, opt, {"class": args.class_weight, "bbox": 1.0}, gamma=args.gamma, pos_weight=args.pos_weight)
+    compile_dense(
+        model, opt, {"class": args.class_weight, "bbox": 1.0}, gamma=args.gamma, pos_weight=args.pos_weight
+    )
     ds = dataset(x, boxes, args.batch, grid, tset, args.seed)
     t0 = time.perf_counter()
     hist = model.fit(ds, epochs=args.epochs, verbose=2)
@@ -303,8 +332,12 @@ def main() -> None:  # noqa: C901 - a linear research script
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "grid": grid,
         "train_images": len(x),
-        "seconds": {"augment": round(t_aug, 1), "train": round(t_train, 1), "evaluate": round(t_eval, 1),
-                    "total": round(total, 1)},  # fmt: skip
+        "seconds": {
+            "augment": round(t_aug, 1),
+            "train": round(t_train, 1),
+            "evaluate": round(t_eval, 1),
+            "total": round(total, 1),
+        },  # fmt: skip
         "load": [round(load0[0], 1), round(os.getloadavg()[0], 1)],
         "final_loss": {k: round(float(v[-1]), 4) for k, v in hist.history.items()},
         **result,

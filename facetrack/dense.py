@@ -160,7 +160,9 @@ class TargetSettings:
 
 
 def image_targets(
-    boxes: np.ndarray | Sequence[Sequence[float]], grid: tuple[int, int], settings: TargetSettings | None = None
+    boxes: np.ndarray | Sequence[Sequence[float]],
+    grid: tuple[int, int],
+    settings: TargetSettings | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Targets of one image: ``(score (Gh, Gw, 1), box (Gh, Gw, 4))`` float32.
 
