@@ -137,48 +137,17 @@ def plain(items: list[dict], h: int, w: int) -> np.ndarray:
     return np.stack([cv2.resize(_read(it["path"], h), (w, h), interpolation=cv2.INTER_AREA) for it in items])
 
 
-def dataset(x: np.ndarray, boxes: list, batch: int, grid: tuple[int, int], settings, seed: int):
-    import tensorflow as tf
+def detections(model, x: np.ndarray, decode_settings) -> list:
+    """Every detection (threshold 0.05) of each image, decoded by the library's one function."""
+    from facetrack.dense import predict_detections
 
-    from facetrack.dense import dense_targets
-
-    n = len(x)
-    rng = np.random.default_rng(seed)
-    gh, gw = grid
-
-    def gen():
-        order = rng.permutation(n)
-        for i in range(0, n - batch + 1, batch):
-            idx = np.sort(order[i : i + batch])
-            xb = x[idx].astype(np.float32)
-            bb = [boxes[j] for j in idx]
-            flip = rng.random(len(idx)) < 0.5
-            xb[flip] = xb[flip, :, ::-1]
-            bb = [
-                np.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], 1) if f else b
-                for b, f in zip(bb, flip, strict=True)
-            ]
-            cls, box = dense_targets(bb, grid, settings)
-            yield xb, {"class": cls, "bbox": box}
-
-    sig = (
-        tf.TensorSpec((None, *x.shape[1:]), tf.float32),
-        {
-            "class": tf.TensorSpec((None, gh, gw, 1), tf.float32),
-            "bbox": tf.TensorSpec((None, gh, gw, 4), tf.float32),
-        },
-    )
-    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
-    return ds.apply(tf.data.experimental.assert_cardinality(n // batch)).prefetch(2)
+    return predict_detections(model, x, decode_settings.replace(threshold=0.05))
 
 
 def evaluate(model, x: np.ndarray, items: list[dict], decode_settings) -> dict:
-    from facetrack.decode import decode
     from facetrack.metrics import face_metrics
 
-    out = model.predict(x.astype(np.float32), batch_size=64, verbose=0)
-    low = decode_settings.replace(threshold=0.05)
-    dets = [decode(out["class"][i], out["bbox"][i], low) for i in range(len(x))]
+    dets = detections(model, x, decode_settings)
     truths = [it["boxes"] for it in items]
     result = {}
     for name, keep in (
@@ -294,7 +263,8 @@ def main() -> None:  # noqa: C901 - a linear research script
     import keras
 
     from facetrack.decode import DecodeSettings, save_decode_settings
-    from facetrack.dense import TargetSettings, compile_dense, output_grid
+    from facetrack.dense import TargetSettings, compile_dense, dense_batches, output_grid
+    from facetrack.metrics import best_threshold
     from facetrack.model import build_model
 
     keras.utils.set_random_seed(args.seed)
@@ -313,13 +283,17 @@ def main() -> None:  # noqa: C901 - a linear research script
     compile_dense(
         model, opt, {"class": args.class_weight, "bbox": 1.0}, gamma=args.gamma, pos_weight=args.pos_weight
     )
-    ds = dataset(x, boxes, args.batch, grid, tset, args.seed)
+    ds = dense_batches(x, boxes, args.batch, grid, tset, args.seed)
     t0 = time.perf_counter()
     hist = model.fit(ds, epochs=args.epochs, verbose=2)
     t_train = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     dset = DecodeSettings(threshold=0.5, nms_iou=args.nms_iou)
+    val = [it for it in items if split[it["id"]] == "val"]
+    thr = best_threshold(detections(model, plain(val, h, w), dset), [it["boxes"] for it in val])
+    dset = dset.replace(threshold=thr)
+    print(f"threshold chosen on the validation photos: {thr}", flush=True)
     xt = plain(test, h, w)
     result = evaluate(model, xt, test, dset)
     t_eval = time.perf_counter() - t0

@@ -215,6 +215,75 @@ def dense_targets(
     return score, box
 
 
+def flip_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Boxes ``(K, 4)`` of an image mirrored left-right."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return np.stack([1.0 - b[:, 2], b[:, 1], 1.0 - b[:, 0], b[:, 3]], axis=1)
+
+
+def dense_batches(
+    images: np.ndarray,
+    boxes_per_image: Sequence[np.ndarray],
+    batch_size: int,
+    grid: tuple[int, int],
+    settings: TargetSettings | None = None,
+    seed: int = 0,
+    flip: bool = True,
+):
+    """A ``tf.data`` pipeline for ``model.fit``: shuffled batches of ``(image, {"class", "bbox"})``.
+
+    ``images``: uint8 ``(N, H, W, 3)`` RGB (an array or a memmap);
+    ``boxes_per_image[i]``: ``(K_i, 4)`` normalized, ``K_i >= 0``. Each epoch
+    draws a new order and mirrors half of the images (``flip``), then builds
+    the targets of the batch (:func:`dense_targets`). Elements: float32
+    ``(B, H, W, 3)`` and ``{"class": (B, Gh, Gw, 1), "bbox": (B, Gh, Gw, 4)}``;
+    the last incomplete batch is dropped.
+    """
+    import tensorflow as tf
+
+    n = len(images)
+    rng = np.random.default_rng(seed)
+    gh, gw = int(grid[0]), int(grid[1])
+
+    def gen():
+        order = rng.permutation(n)
+        for i in range(0, n - batch_size + 1, batch_size):
+            idx = np.sort(order[i : i + batch_size])
+            xb = np.asarray(images[idx], np.float32)
+            bb = [np.asarray(boxes_per_image[j], np.float32).reshape(-1, 4) for j in idx]
+            if flip:
+                mirror = rng.random(len(idx)) < 0.5
+                xb[mirror] = xb[mirror, :, ::-1]
+                bb = [flip_boxes(b) if m else b for b, m in zip(bb, mirror, strict=True)]
+            cls, box = dense_targets(bb, (gh, gw), settings)
+            yield xb, {"class": cls, "bbox": box}
+
+    sig = (
+        tf.TensorSpec((None, *images.shape[1:]), tf.float32),
+        {
+            "class": tf.TensorSpec((None, gh, gw, 1), tf.float32),
+            "bbox": tf.TensorSpec((None, gh, gw, 4), tf.float32),
+        },
+    )
+    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    return ds.apply(tf.data.experimental.assert_cardinality(n // batch_size)).prefetch(2)
+
+
+def predict_detections(
+    model: keras.Model, images: np.ndarray, settings: Any = None, batch_size: int = 64
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Run a dense model on RGB images ``(N, H, W, 3)`` 0..255 and decode each image.
+
+    ``settings``: :class:`facetrack.decode.DecodeSettings` (defaults when
+    None). Returns ``[(scores (M,), boxes (M, 4))]`` per image, best first.
+    For AP, pass settings with a low threshold (e.g. 0.05).
+    """
+    from facetrack.decode import decode
+
+    out = model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+    return [decode(out["class"][i], out["bbox"][i], settings) for i in range(len(images))]
+
+
 # --------------------------------------------------------------------------- losses
 
 

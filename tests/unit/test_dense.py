@@ -163,3 +163,31 @@ def test_dense_model_trains_and_reloads(tmp_path):
     m.save(path)
     again = M.load_model(path, compile=True)
     np.testing.assert_allclose(np.asarray(again(x[:2])["bbox"]), np.asarray(m(x[:2])["bbox"]), atol=1e-5)
+
+
+def test_flip_boxes_mirrors_left_right():
+    from facetrack.dense import flip_boxes
+
+    np.testing.assert_allclose(flip_boxes([[0.1, 0.2, 0.3, 0.4]]), [[0.7, 0.2, 0.9, 0.4]], atol=1e-6)
+    assert flip_boxes(np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_dense_batches_targets_follow_the_mirrored_image():
+    from facetrack.dense import dense_batches
+
+    images = np.zeros((6, 16, 24, 3), np.uint8)
+    images[:, :, :4] = 255  # a bright band on the left edge, where the face is
+    boxes = [np.array([[0.0, 0.25, 1 / 6, 0.75]], np.float32)] * 4 + [np.zeros((0, 4), np.float32)] * 2
+    seen_flipped = seen_plain = False
+    for x, y in dense_batches(images, boxes, 3, (4, 6), seed=1).repeat(4):
+        x, cls, box = x.numpy(), y["class"].numpy(), y["bbox"].numpy()
+        assert x.shape == (3, 16, 24, 3) and cls.shape == (3, 4, 6, 1) and box.shape == (3, 4, 6, 4)
+        for i in range(3):
+            if cls[i].max() < 1:
+                continue
+            left_bright = x[i, :, 0].mean() > 128
+            face_left = box[i][cls[i][..., 0] == 1][0, 0] < 0.5
+            assert left_bright == face_left
+            seen_flipped |= not left_bright
+            seen_plain |= left_bright
+    assert seen_flipped and seen_plain

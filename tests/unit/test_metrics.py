@@ -96,3 +96,12 @@ def test_average_precision_all_point_interpolation():
 def test_lengths_must_agree():
     with pytest.raises(ValueError):
         face_metrics([det()], [[], []])
+
+
+def test_best_threshold_sits_between_true_faces_and_false_alarms():
+    from facetrack.metrics import best_threshold
+
+    dets = [det((0.7, A)), det((0.65, B)), det((0.4, FAR)), det((0.35, FAR))]
+    truths = [[A], [B], [], []]
+    thr = best_threshold(dets, truths, candidates=(0.3, 0.5, 0.8))
+    assert thr == 0.5
