@@ -191,3 +191,26 @@ def test_dense_batches_targets_follow_the_mirrored_image():
             seen_flipped |= not left_bright
             seen_plain |= left_bright
     assert seen_flipped and seen_plain
+
+
+def test_a_4_by_3_dense_model_exports_to_tflite_and_decodes_the_same(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from facetrack.decode import DecodeSettings, decode
+    from facetrack.export import export_tflite
+
+    m = M.build_model("compact", None, (48, 64), head="dense")
+    path = export_tflite(m, tmp_path / "dense.tflite", quantize="none")
+    it = Interpreter(model_path=str(path), num_threads=1)
+    runner = it.get_signature_runner("serving_default")
+    x = np.random.default_rng(1).uniform(0, 255, (1, 48, 64, 3)).astype("float32")
+    out = runner(image=x)
+    assert out["class"].shape == (1, 6, 8, 1) and out["bbox"].shape == (1, 6, 8, 4)
+    ref = m(x, training=False)
+    np.testing.assert_allclose(out["bbox"], np.asarray(ref["bbox"]), atol=1e-4)
+    low = DecodeSettings(threshold=0.0, max_faces=5)
+    np.testing.assert_allclose(
+        decode(out["class"][0], out["bbox"][0], low)[1],
+        decode(np.asarray(ref["class"])[0], np.asarray(ref["bbox"])[0], low)[1],
+        atol=1e-4,
+    )
