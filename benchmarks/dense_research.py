@@ -154,11 +154,19 @@ def evaluate(model, x: np.ndarray, items: list[dict], decode_settings) -> dict:
         ("all", [True] * len(items)),
         ("multi", [it["kind"] == "multi" for it in items]),
         ("faces_set", [it["kind"] != "multi" for it in items]),
+        ("no_crowd", [len(it["boxes"]) <= 20 for it in items]),
     ):
         d = [a for a, k in zip(dets, keep, strict=True) if k]
         t = [a for a, k in zip(truths, keep, strict=True) if k]
         m = face_metrics(d, t, threshold=decode_settings.threshold)
         result[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.to_dict().items()}
+        # presence errors: a no-face photo with a detection, a face photo with none
+        result[name]["no_face_photos_with_detection"] = sum(
+            p.faces == 0 and p.false_alarms > 0 for p in m.per_image
+        )
+        result[name]["face_photos_without_detection"] = sum(
+            p.faces > 0 and p.found + p.false_alarms == 0 for p in m.per_image
+        )
     for thr in (0.3, 0.4, 0.5, 0.6, 0.7):
         m = face_metrics(dets, truths, threshold=thr)
         result[f"presence@{thr}"] = round(m.presence_accuracy, 4)
@@ -239,6 +247,7 @@ def main() -> None:  # noqa: C901 - a linear research script
     ap.add_argument("--min-visibility", type=float, default=0.5)
     ap.add_argument("--crop-min", type=float, default=0.3)
     ap.add_argument("--nms-iou", type=float, default=0.4)
+    ap.add_argument("--mosaic", type=float, default=0.0, help="add this share of 2x2 mosaics")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--latency", action="store_true")
     ap.add_argument("--save", type=Path, help="save model.keras and decode.json in this folder")
@@ -257,6 +266,11 @@ def main() -> None:  # noqa: C901 - a linear research script
 
     t0 = time.perf_counter()
     x, boxes = augment(train, args.copies, args.multi_copies, h, w, args)
+    if args.mosaic > 0:
+        from facetrack.dense import mosaic
+
+        xm, bm = mosaic(x, boxes, int(args.mosaic * len(x)), args.seed)
+        x, boxes = np.concatenate([x, xm]), boxes + bm
     t_aug = time.perf_counter() - t0
     print(f"augment: {len(x)} images in {t_aug:.0f} s, {sum(len(b) for b in boxes)} faces", flush=True)
 

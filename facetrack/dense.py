@@ -221,6 +221,37 @@ def flip_boxes(boxes: np.ndarray) -> np.ndarray:
     return np.stack([1.0 - b[:, 2], b[:, 1], 1.0 - b[:, 0], b[:, 3]], axis=1)
 
 
+def mosaic(
+    images: np.ndarray, boxes_per_image: Sequence[np.ndarray], count: int, seed: int = 0
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``count`` new images, each four random ``images`` at half size in a 2x2 tile, with their boxes.
+
+    ``images``: uint8 ``(N, H, W, 3)`` (H and W even); boxes normalized
+    ``(K, 4)`` per image. Faces come out at half their size, four photos'
+    faces in one frame: small faces and several faces per image, what group
+    photos and a webcam across a room show. Returns ``(uint8 (count, H, W, 3),
+    [boxes (K, 4)])``.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    n, h, w = images.shape[0], images.shape[1], images.shape[2]
+    hh, hw = h // 2, w // 2
+    out = np.empty((count, h, w, 3), np.uint8)
+    out_boxes = []
+    for k in range(count):
+        parts = []
+        for q, i in enumerate(rng.integers(0, n, 4)):
+            qy, qx = divmod(q, 2)
+            out[k, qy * hh : (qy + 1) * hh, qx * hw : (qx + 1) * hw] = cv2.resize(
+                np.asarray(images[i]), (hw, hh), interpolation=cv2.INTER_AREA
+            )
+            b = np.asarray(boxes_per_image[i], np.float32).reshape(-1, 4)
+            parts.append((b + np.array([qx, qy, qx, qy], np.float32)) / 2)
+        out_boxes.append(np.concatenate(parts))
+    return out, out_boxes
+
+
 def dense_batches(
     images: np.ndarray,
     boxes_per_image: Sequence[np.ndarray],

@@ -214,3 +214,22 @@ def test_a_4_by_3_dense_model_exports_to_tflite_and_decodes_the_same(tmp_path):
         decode(np.asarray(ref["class"])[0], np.asarray(ref["bbox"])[0], low)[1],
         atol=1e-4,
     )
+
+
+def test_mosaic_puts_four_images_at_half_size_and_moves_their_boxes():
+    from facetrack.dense import mosaic
+
+    images = np.stack([np.full((8, 12, 3), v, np.uint8) for v in (10, 20, 30)])
+    boxes = [
+        np.array([[0.0, 0.0, 0.5, 0.5]], np.float32),
+        np.zeros((0, 4), np.float32),
+        np.zeros((0, 4), np.float32),
+    ]
+    out, out_boxes = mosaic(images, boxes, 20, seed=3)
+    assert out.shape == (20, 8, 12, 3) and len(out_boxes) == 20
+    for img, b in zip(out, out_boxes, strict=True):
+        quads = [img[:4, :6], img[:4, 6:], img[4:, :6], img[4:, 6:]]
+        ones = [q for q in range(4) if quads[q].mean() == 10]  # quadrants holding image 0 (with its face)
+        assert len(b) == len(ones)
+        expected = sorted(((q % 2) / 2, (q // 2) / 2, (q % 2) / 2 + 0.25, (q // 2) / 2 + 0.25) for q in ones)
+        np.testing.assert_allclose(sorted(map(tuple, b)), expected, atol=1e-6)
