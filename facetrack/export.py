@@ -54,6 +54,14 @@ def model_input_size(model: Any) -> int:
     return int(shape[1])
 
 
+def model_input_hw(model: Any) -> tuple[int, int]:
+    """``(H, W)`` of a model whose input is ``(None, H, W, 3)`` (the dense head allows ``H != W``)."""
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[1] is None or shape[2] is None or shape[3] != 3:
+        raise ExportError(f"model input must be (None, H, W, 3) with a fixed H and W, got {shape}")
+    return int(shape[1]), int(shape[2])
+
+
 def named_outputs(model: Any, outputs: Any) -> dict[str, Any]:
     """Map a model call's outputs to ``{"class": ..., "bbox": ...}``.
 
@@ -73,10 +81,10 @@ def named_outputs(model: Any, outputs: Any) -> dict[str, Any]:
     return {n: named[n] for n in OUTPUT_NAMES}
 
 
-def _random_calibration(size: int, count: int = 32) -> Iterable[np.ndarray]:
+def _random_calibration(hw: tuple[int, int], count: int = 32) -> Iterable[np.ndarray]:
     rng = np.random.default_rng(0)
     for _ in range(count):
-        yield rng.uniform(0, 255, (size, size, 3)).astype(np.float32)
+        yield rng.uniform(0, 255, (*hw, 3)).astype(np.float32)
 
 
 @contextlib.contextmanager
@@ -138,8 +146,8 @@ def tflite_bytes(
         raise ExportError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     import tensorflow as tf
 
-    size = model_input_size(model)
-    spec = tf.TensorSpec([1, size, size, 3], tf.float32, name=INPUT_NAME)
+    hw = model_input_hw(model)
+    spec = tf.TensorSpec([1, *hw, 3], tf.float32, name=INPUT_NAME)
 
     def serve(image: Any) -> dict[str, Any]:
         return named_outputs(model, model(image, training=False))
@@ -148,15 +156,13 @@ def tflite_bytes(
         if quantize in ("dynamic", "int8"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "int8":
-            images = representative_images if representative_images is not None else _random_calibration(size)
+            images = representative_images if representative_images is not None else _random_calibration(hw)
 
             def representative_dataset() -> Iterable[list[np.ndarray]]:
                 for img in images:
                     arr = np.asarray(img, dtype=np.float32)
-                    if arr.shape != (size, size, 3):
-                        raise ExportError(
-                            f"representative image shape {arr.shape}, expected {(size, size, 3)}"
-                        )
+                    if arr.shape != (*hw, 3):
+                        raise ExportError(f"representative image shape {arr.shape}, expected {(*hw, 3)}")
                     yield [arr[None]]
 
             converter.representative_dataset = representative_dataset

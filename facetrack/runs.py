@@ -9,6 +9,7 @@ A run folder is ``<project>/runs/<time>-<name>/``::
     progress.json   the latest batch or stage (written by the job, at most twice a second)
     model.keras     the best model so far, saved atomically
     model.tflite    its LiteRT export
+    decode.json     how outputs become faces: threshold (picked on validation), NMS, maximum count
     metrics.json    test-split figures (facetrack.evaluate.evaluate_run)
     per_image.json  test-split results per image, worst first
     train.log       human-readable log lines
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
+DECODE_FILE = "decode.json"  # facetrack.decode.DecodeSettings, beside the model
 SETTINGS_FILE = "settings.json"
 REQUEST_FILE = "request.json"
 HISTORY_FILE = "history.csv"
