@@ -1,16 +1,20 @@
 """Export a trained model: the ``.keras`` file, or a ``.tflite`` file for live use.
 
 The TFLite file keeps the Keras model's contract: one input, float32 RGB in
-``0..255``, shape ``(1, S, S, 3)`` (the model's preprocessing layer is baked
+``0..255``, shape ``(1, h, w, 3)`` (the model's preprocessing layer is baked
 in), and two named outputs in the ``serving_default`` signature:
 
-- ``class``: ``(1, 1)`` face probability (sigmoid),
-- ``bbox``: ``(1, 4)`` normalized ``[x1, y1, x2, y2]`` (sigmoid; see
-  :mod:`facetrack.labels` for the box convention).
+- ``class``: per cell ``(1, Gh, Gw, 1)`` face score (sigmoid), or ``(1, 1)``
+  for a run trained before the dense head,
+- ``bbox``: per cell ``(1, Gh, Gw, 4)`` normalized ``[x1, y1, x2, y2]``, or
+  ``(1, 4)`` (see :mod:`facetrack.labels` for the box convention).
 
 Readers should map outputs by signature name
-(:func:`facetrack.detect.Detector` does); the shapes ``(1, 1)`` and ``(1, 4)``
-identify them too, so files from elsewhere still load.
+(:func:`facetrack.detect.Detector` does); the last axis (1 and 4)
+identifies them too, so files from elsewhere still load. The decoding
+settings (threshold, NMS, maximum count) travel beside the model as
+``decode.json`` (:mod:`facetrack.decode`); an export copied out of its run
+folder gets a copy of it.
 
 Quantization modes (measured on 2 CPU cores, VGG16 at 120x120, LiteRT with
 XNNPACK and 2 threads): ``"none"`` float32, about 44 ms a frame;
@@ -110,14 +114,14 @@ def _saved_model_converter(model: Any, serve: Any, spec: Any) -> Iterator[Any]:
 def feature_tflite_bytes(feature_model: Any, batch_size: int) -> bytes:
     """A dynamic-range ``.tflite`` of a (frozen) feature model with a fixed batch.
 
-    Input ``(batch_size, S, S, 3)`` float32 RGB ``0..255``; one output, the
+    Input ``(batch_size, h, w, 3)`` float32 RGB ``0..255``; one output, the
     feature map ``(batch_size, h, w, c)`` float32. Used to fill the feature
     cache with the same int8 kernels that the exported model runs live.
     """
     import tensorflow as tf
 
-    size = model_input_size(feature_model)
-    spec = tf.TensorSpec([int(batch_size), size, size, 3], tf.float32, name=INPUT_NAME)
+    hw = model_input_hw(feature_model)
+    spec = tf.TensorSpec([int(batch_size), *hw, 3], tf.float32, name=INPUT_NAME)
 
     def serve(image: Any) -> Any:
         return feature_model(image, training=False)
@@ -272,7 +276,11 @@ def export_run(
     dest = Path(dest)
     if dest.is_dir():
         dest = dest / f"{run_dir.name}{out.suffix}"
-    return _copy_atomic(out, dest)
+    copied = _copy_atomic(out, dest)
+    from facetrack.decode import load_decode_settings, save_decode_settings
+
+    save_decode_settings(copied.parent, load_decode_settings(run_dir))  # usable on its own
+    return copied
 
 
 def labelme_zip(project: Any) -> bytes:

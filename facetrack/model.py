@@ -54,6 +54,7 @@ from facetrack.layers import (
     Preprocess,
     SortCorners,
 )
+from facetrack.runs import input_hw
 from facetrack.weights import VGG16_NOTOP_FILE, VGG16_NOTOP_MD5, VGG16_NOTOP_URL, keras_models_dir
 
 log = logging.getLogger(__name__)
@@ -280,15 +281,6 @@ def _compact_parts(
     cls = layers.Dense(1, activation="sigmoid", name="class")(c)
     head_model = keras.Model(fin, {"class": cls, "bbox": box}, name="compact_head")
     return feature_model, head_model
-
-
-def input_hw(input_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """``(height, width)`` of a model input: ``S`` means ``S x S``; ``(H, W)`` is kept."""
-    if isinstance(input_size, (tuple, list)):
-        if len(input_size) != 2:
-            raise ValueError(f"input shape {input_size} must be (height, width)")
-        return int(input_size[0]), int(input_size[1])
-    return int(input_size), int(input_size)
 
 
 def build_parts(
