@@ -63,14 +63,15 @@ FORMAT = 2  # 2: every face of a copy in "boxes", 4:3 copies (1: one "box", squa
 class AugmentSettings:
     """Every knob the augment page shows. Probabilities are in [0, 1]."""
 
-    copies_per_image: int = 20  # augmented copies of each training photo (the tutorial made 60)
+    # Defaults: the best configuration of benchmarks/dense_research.py (benchmarks/README.md).
+    copies_per_image: int = 5  # augmented copies of each training photo (the tutorial made 60)
     # copies of a training photo with two faces or more (0: copies_per_image): few such photos, many faces
-    multi_face_copies: int = 0
+    multi_face_copies: int = 16
     output_size: int = 160  # width of the images written (>= the model's input width)
     output_height: int = 120  # their height (0: square); 160x120 is the webcam's 4:3
     crop_probability: float = 0.8  # share of copies that are a random crop (others: the whole photo)
     crop_scale_min: float = 0.3  # smallest crop, as a share of the photo's area
-    zoom_out: float = 0.4  # shrink the photo by up to this share on a plain border (small, far faces)
+    zoom_out: float = 0.45  # shrink the photo by up to this share on a plain border (small, far faces)
     zoom_out_probability: float = 0.3  # chance of a zoom-out
     horizontal_flip: bool = True  # mirror half of the copies
     vertical_flip: bool = False  # faces are not upside down: off by default
@@ -83,7 +84,8 @@ class AugmentSettings:
     # chance of a grayscale copy: faces come in grayscale too, so colour alone must not decide
     grayscale_probability: float = 0.15
     rotation: int = 10  # +- degrees
-    min_visibility: float = 0.6  # a face box keeping less than this share becomes "no face"
+    rotation_probability: float = 0.4  # chance of a rotation
+    min_visibility: float = 0.5  # a face keeping less than this share of its box is dropped
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -102,6 +104,7 @@ class AugmentSettings:
             "color_probability",
             "blur_probability",
             "grayscale_probability",
+            "rotation_probability",
             "min_visibility",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -149,7 +152,7 @@ def build_pipeline(settings: AugmentSettings) -> A.Compose:
                 limit=(-settings.rotation, settings.rotation),
                 rotate_method="ellipse",
                 border_mode=cv2.BORDER_REFLECT_101,
-                p=0.5,
+                p=settings.rotation_probability,
             )
         )
     if settings.zoom_out > 0 and settings.zoom_out_probability > 0:
@@ -243,7 +246,7 @@ def augment_image(
     """
     pipeline = build_pipeline(settings)
     pipeline.set_random_seed(seed)
-    work = _working_copy(rgb, max(settings.output_hw))
+    work = _working_copy(rgb, min(settings.output_hw))
     bboxes = [b.to_list() for b in _as_boxes(boxes)]
     labels = ["face"] * len(bboxes)
     out = []

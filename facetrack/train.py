@@ -66,7 +66,7 @@ _DENSE_DEFAULTS: dict[str, Any] = {
     "ema_decay": 0.995,
 }
 _DENSE_BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "compact": {"epochs": 10, "mosaic": 0.0},
+    "compact": {"epochs": 10, "mosaic": 0.25},
     "vgg16": {"mosaic": 0.0},
 }
 _SINGLE_DEFAULTS: dict[str, Any] = {
