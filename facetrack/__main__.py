@@ -227,7 +227,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if outcome.metrics is not None:
         m = outcome.metrics
         print(
-            f"test split: presence accuracy {m.presence_accuracy:.3f}, mean IoU {_num(m.mean_iou)}",
+            f"test split: AP@0.5 over {m.faces} faces {_num(m.ap50)}, presence accuracy "
+            f"{_num(m.presence_accuracy)}, mean IoU {_num(m.mean_iou)}",
             file=sys.stderr,
         )
     result = outcome.result
