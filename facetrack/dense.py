@@ -21,8 +21,8 @@ positive for two faces takes the smaller one. The score target is 1
 on positive cells and zeros elsewhere.
 
 Losses (registered for ``safe_mode`` loading): :class:`CellScoreLoss` (focal
-binary cross-entropy, positives weighted, averaged over the non-ignored cells
-of the batch) and :class:`CellBoxLoss` (GIoU loss averaged over the positive
+binary cross-entropy, gamma 1, positives weighted x4, averaged over the
+non-ignored cells of the batch, loss weight 20) and :class:`CellBoxLoss` (GIoU loss averaged over the positive
 cells of the batch; 0 when the batch holds no face).
 """
 
@@ -37,7 +37,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-DEFAULT_DENSE_LOSS_WEIGHTS = {"class": 1.0, "bbox": 1.0}
+# Measured in benchmarks/dense_research.py (README there): the score loss is a mean over ~300 cells.
+DEFAULT_DENSE_LOSS_WEIGHTS = {"class": 20.0, "bbox": 1.0}
+DEFAULT_GAMMA = 1.0  # focal gamma 1 separated face and background scores better than 2
 PRIOR_SCORE = 0.01  # the score head starts at this probability everywhere (RetinaNet's prior)
 PRIOR_SIZE = 0.15  # and the box head at this width/height (fraction of the image)
 
@@ -334,7 +336,11 @@ class CellScoreLoss(keras.losses.Loss):
     """
 
     def __init__(
-        self, gamma: float = 2.0, pos_weight: float = 4.0, name: str = "cell_score_loss", **kwargs: Any
+        self,
+        gamma: float = DEFAULT_GAMMA,
+        pos_weight: float = 4.0,
+        name: str = "cell_score_loss",
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("reduction", "sum_over_batch_size")
         super().__init__(name=name, **kwargs)
@@ -396,7 +402,7 @@ def compile_dense(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer | None = None,
     loss_weights: dict[str, float] | None = None,
-    gamma: float = 2.0,
+    gamma: float = DEFAULT_GAMMA,
     pos_weight: float = 4.0,
 ) -> keras.Model:
     """Compile a dense model (outputs ``class``/``bbox`` per cell) with the dense losses."""
