@@ -1,6 +1,6 @@
 """Research: the dense (multi-face) compact detector on the reference photos, end to end.
 
-    python benchmarks/dense_research.py [--height 120 --width 160] [--copies 8] [--epochs 10] ...
+    python benchmarks/dense_research.py   # the chosen configuration (r4); options change it
 
 Reads ``../shared/data/faces`` (800 one-face + 400 no-face photos) and
 ``../shared/data/multi`` (150 photos with 2+ faces) from their ``boxes.json``,
@@ -233,21 +233,21 @@ def main() -> None:  # noqa: C901 - a linear research script
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--height", type=int, default=120)
     ap.add_argument("--width", type=int, default=160)
-    ap.add_argument("--copies", type=int, default=8)
-    ap.add_argument("--multi-copies", type=int, default=24)
+    ap.add_argument("--copies", type=int, default=5)
+    ap.add_argument("--multi-copies", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--radius", type=float, default=1.0)
     ap.add_argument("--center-share", type=float, default=0.5)
     ap.add_argument("--ignore-share", type=float, default=0.5)
-    ap.add_argument("--gamma", type=float, default=2.0)
+    ap.add_argument("--gamma", type=float, default=1.0)
     ap.add_argument("--pos-weight", type=float, default=4.0)
     ap.add_argument("--class-weight", type=float, default=20.0)
     ap.add_argument("--min-visibility", type=float, default=0.5)
     ap.add_argument("--crop-min", type=float, default=0.3)
     ap.add_argument("--nms-iou", type=float, default=0.4)
-    ap.add_argument("--mosaic", type=float, default=0.0, help="add this share of 2x2 mosaics")
+    ap.add_argument("--mosaic", type=float, default=0.25, help="add this share of 2x2 mosaics")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--latency", action="store_true")
     ap.add_argument("--save", type=Path, help="save model.keras and decode.json in this folder")

@@ -23,8 +23,8 @@ on positive cells and zeros elsewhere.
 Losses (registered for ``safe_mode`` loading; they and :class:`CellBoxes`
 live in :mod:`facetrack.layers` with the detector's other layers, and the
 training batches in :func:`facetrack.data.dense_batches`): :class:`CellScoreLoss` (focal
-binary cross-entropy, positives weighted, averaged over the non-ignored cells
-of the batch) and :class:`CellBoxLoss` (GIoU loss averaged over the positive
+binary cross-entropy, gamma 1, positives weighted x4, averaged over the
+non-ignored cells of the batch, loss weight 20) and :class:`CellBoxLoss` (GIoU loss averaged over the positive
 cells of the batch; 0 when the batch holds no face).
 """
 
@@ -39,9 +39,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from facetrack.layers import CellBoxes, CellBoxLoss, CellScoreLoss
+from facetrack.layers import DEFAULT_GAMMA, CellBoxes, CellBoxLoss, CellScoreLoss
 
-DEFAULT_DENSE_LOSS_WEIGHTS = {"class": 1.0, "bbox": 1.0}
+# Measured in benchmarks/dense_research.py (README there): the score loss is a mean over ~300 cells.
+DEFAULT_DENSE_LOSS_WEIGHTS = {"class": 20.0, "bbox": 1.0}
 PRIOR_SCORE = 0.01  # the score head starts at this probability everywhere (RetinaNet's prior)
 PRIOR_SIZE = 0.15  # and the box head at this width/height (fraction of the image)
 
@@ -238,7 +239,7 @@ def compile_dense(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer | None = None,
     loss_weights: dict[str, float] | None = None,
-    gamma: float = 2.0,
+    gamma: float = DEFAULT_GAMMA,
     pos_weight: float = 4.0,
 ) -> keras.Model:
     """Compile a dense model (outputs ``class``/``bbox`` per cell) with the dense losses."""

@@ -29,6 +29,13 @@ joins them. Backbones:
   photos than a global dense regression. Training saves it in its
   mirror-averaged form (:func:`with_mirror_average`).
 
+``head="dense"`` (issue 10, any number of faces; :mod:`facetrack.dense`):
+the input may be non-square, ``input_size=(H, W)`` (4:3 like a webcam frame,
+e.g. ``(120, 160)``), and the outputs are per cell: ``"class"``
+``(N, Gh, Gw, 1)`` and ``"bbox"`` ``(N, Gh, Gw, 4)`` normalized
+``[x1, y1, x2, y2]``; compact on its 1/8 grid, vgg16 on ``block5_conv3``
+(1/16). :func:`facetrack.decode.decode` turns them into faces.
+
 Losses (registered, so ``model.keras`` reloads with ``safe_mode=True``):
 binary cross-entropy for ``class``; :class:`LocalizationLoss` for ``bbox``.
 """
