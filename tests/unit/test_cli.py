@@ -124,7 +124,7 @@ def test_detect_json_returns_every_face_above_the_threshold(tmp_path):
     image = tmp_path / "group.jpg"
     image.write_bytes(jpeg_bytes(synthetic_face(200, 150, seed=1)))
     out = run_cli(
-        "detect", "--run", str(run), "--json", "--backend", "keras", str(image), home=tmp_path / "h"
+        "detect", "--run", str(run), "--json", "--backend", "litert", str(image), home=tmp_path / "h"
     )
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert [f["score"] for f in line["faces"]] == [0.9, 0.7]  # default threshold 0.5, highest first
