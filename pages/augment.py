@@ -122,6 +122,7 @@ with controls:
         )
         st.slider("Zoom-out probability", 0.0, 1.0, step=0.05, key=widget_key("zoom_out_probability"))
         st.slider("Rotation (± degrees)", 0, 45, key=widget_key("rotation"))
+        st.slider("Rotation probability", 0.0, 1.0, step=0.05, key=widget_key("rotation_probability"))
         st.slider(
             "Minimum visible face",
             0.0,
