@@ -16,6 +16,7 @@ from typing import Any
 # field -> (smallest, largest), inclusive
 AUGMENT_LIMITS: dict[str, tuple[float, float]] = {
     "copies_per_image": (1, 200),
+    "multi_face_copies": (0, 200),
     "output_size": (32, 1024),
     "crop_probability": (0.0, 1.0),
     "crop_scale_min": (0.05, 1.0),
@@ -29,6 +30,7 @@ AUGMENT_LIMITS: dict[str, tuple[float, float]] = {
     "blur_probability": (0.0, 1.0),
     "grayscale_probability": (0.0, 1.0),
     "rotation": (0, 45),
+    "rotation_probability": (0.0, 1.0),
     "min_visibility": (0.0, 1.0),
     "seed": (0, 2**31 - 1),
 }

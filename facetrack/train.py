@@ -6,23 +6,32 @@
 status, the best model so far (atomically), the log, and ``model.tflite`` at
 the end (:mod:`facetrack.export`).
 
-Checkpoints and early stopping follow the validation score
-(:func:`facetrack.evaluate.validation_score`): the mean over validation images
-of ``[score >= 0.5] * IoU`` for a face image and ``[score < 0.5]`` for a
-no-face image. It counts presence and box quality together; the raw loss is
-not used because the class loss grows with overconfidence while boxes still
-improve.
+Heads (``head``): ``"dense"`` (the default) finds every face: a score and a
+box per cell of a feature grid (:mod:`facetrack.dense`), trained on every
+box of each sample with a focal score loss and a GIoU box loss; ``"single"``
+is the tutorial's one face per photo (runs made before multi-face training).
+
+Checkpoints and early stopping follow the validation score: for the dense
+head, AP@0.5 over every face of the validation images (``val_ap50``, also
+recorded for the one-box head); for the one-box head,
+:func:`facetrack.evaluate.validation_score` (``[score >= 0.5] * IoU`` on a
+face image, ``[score < 0.5]`` on a no-face image). After training, the score
+threshold that serves faces and photos best on validation
+(:func:`facetrack.metrics.best_threshold`) is saved with the NMS overlap in
+the run's ``decode.json``.
 
 Backbones (one trainer each in :mod:`facetrack.trainer`, over one loop):
 
-- ``vgg16`` (frozen, the library default): ``block5_pool`` features are computed
-  once per image and cached on disk (:mod:`facetrack.cache`), then the head is
-  trained on the cache. ``fine_tune`` then unfreezes block5 and trains end to
-  end on images at a low learning rate.
+- ``vgg16`` (frozen, the library default): features (``block5_conv3``, a 1/16
+  grid, for the dense head; ``block5_pool`` for the one-box head) are
+  computed once per image and cached on disk (:mod:`facetrack.cache`), then
+  the head is trained on the cache. ``fine_tune`` then unfreezes block5 and
+  trains end to end on images at a low learning rate.
 - ``compact`` (the command line's default): trained end to end on its
-  training images, decoded once into a pixel cache, with a fresh random crop
-  that keeps the face (``jitter``) and mirror every epoch; the moving average
-  of the weights (``ema_decay``) is validated and kept, and the saved model is
+  training images, decoded once into a pixel cache; every epoch mirrors half
+  of them and (dense) adds ``mosaic`` 2x2 mosaics, or (one-box) takes a fresh
+  random crop that keeps the face (``jitter``); the moving average of the
+  weights (``ema_decay``) is validated and kept, and a one-box model is saved
   mirror-averaged (``mirror_average``, see :func:`facetrack.model.with_mirror_average`).
 
 Progress leaves the trainer only through :class:`TrainCallbacks`. This module
@@ -37,6 +46,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -45,7 +55,7 @@ from facetrack.cache import StopRequested
 from facetrack.data import Sample
 from facetrack.fileio import ensure_free_space
 from facetrack.limits import TRAIN_LIMITS, range_problems
-from facetrack.runs import RunWriter
+from facetrack.runs import RunWriter, input_hw
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +65,39 @@ BACKBONES = ("vgg16", "compact")
 # defaults to CLI_BACKBONE, which trains offline (no weights to download).
 DEFAULT_BACKBONE = "vgg16"
 CLI_BACKBONE = "compact"
+HEADS = ("dense", "single")
 _BACKBONE_DEFAULTS = {
     "vgg16": {"epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "patience": 8},
     "compact": {"epochs": 8, "batch_size": 32, "learning_rate": 3e-3, "patience": 6},
+}
+# The dense (multi-face) head's defaults, measured with benchmarks/dense_research.py
+# (benchmarks/README.md): 4:3 input, focal score loss weighted against the GIoU box loss.
+_DENSE_DEFAULTS: dict[str, Any] = {
+    "input_size": [120, 160],
+    "class_loss_weight": 20.0,
+    "ema_decay": 0.995,
+}
+_DENSE_BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "compact": {"epochs": 10, "mosaic": 0.25},
+    "vgg16": {"mosaic": 0.0},
+}
+_SINGLE_DEFAULTS: dict[str, Any] = {
+    "input_size": 120,
+    "class_loss_weight": 0.5,
+    "ema_decay": 0.998,
+    "mosaic": 0.0,
 }
 THRESHOLD = 0.5
 
 
 @dataclass
 class TrainSettings:
-    """What the user chose for one training. ``None`` fields take the backbone's default.
+    """What the user chose for one training. ``None`` fields take the backbone's (and head's) default.
 
+    ``head``: ``"dense"`` (every face: a score and a box per cell, the
+    default) or ``"single"`` (the tutorial's one face per photo, as runs
+    before the dense head). ``input_size``: ``S`` (square) or ``[h, w]``
+    (dense default ``[120, 160]``, the webcam's 4:3; single 120).
     ``weights``: ``"imagenet"``, ``"none"`` (random) or a path to VGG16 notop
     weights (ignored by ``compact``). ``fine_tune`` (vgg16): after the head
     converges, also train block5 for ``fine_tune_epochs`` at
@@ -76,7 +108,8 @@ class TrainSettings:
 
     backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
-    input_size: int = 120
+    head: str = "dense"
+    input_size: int | list[int] | None = None
     epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
@@ -87,17 +120,22 @@ class TrainSettings:
     seed: int = 42
     name: str = ""
     strategy: str = "default"
-    class_loss_weight: float = 0.5
+    class_loss_weight: float | None = None  # dense 20 (focal loss is small), single 0.5 (the tutorial's)
     bbox_loss_weight: float = 1.0
+    focal_gamma: float = 1.0  # dense: focal loss exponent of the cell scores (1 measured better than 2)
+    positive_weight: float = 4.0  # dense: weight of a face cell against a background cell
+    nms_iou: float = 0.4  # dense: decoding's non-maximum suppression overlap (saved in decode.json)
+    # dense, compact: add this share of 2x2 mosaics of four training images per epoch (small faces)
+    mosaic: float | None = None
     flip: bool = True
     weight_decay: float = (
         0.05  # compact: AdamW decoupled weight decay (against overfitting a few hundred photos)
     )
-    jitter: float = 0.15  # compact: random crop (keeping the face) of up to this share per side, each epoch
+    jitter: float = 0.15  # compact, single head: random crop (keeping the face) of up to this share per side
     # compact: validate, keep and export the exponential moving average of the weights
     # (Polyak averaging, this decay per batch; 0 = off): steadier than the last batch's weights.
-    ema_decay: float = 0.998
-    # compact: the saved model also looks at the mirror image and averages (model.with_mirror_average)
+    ema_decay: float | None = None
+    # compact, single head: the saved model also looks at the mirror image and averages
     mirror_average: bool = True
     export_tflite: bool = True  # also write model.tflite at the end (facetrack.export)
 
@@ -106,18 +144,42 @@ class TrainSettings:
             raise ValueError(
                 f"unknown backbone {self.backbone!r}; choose one of {', '.join(_BACKBONE_DEFAULTS)}"
             )
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if self.weights is None:
             self.weights = "none"
         self.weights = str(self.weights)
-        for key, value in _BACKBONE_DEFAULTS[self.backbone].items():
+        defaults = dict(_BACKBONE_DEFAULTS[self.backbone])
+        if self.head == "dense":
+            defaults.update(_DENSE_DEFAULTS)
+            defaults.update(_DENSE_BACKBONE_DEFAULTS[self.backbone])
+        else:
+            defaults.update(_SINGLE_DEFAULTS)
+        for key, value in defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        problems = range_problems(self, TRAIN_LIMITS)  # the ranges the train page offers too
+        h, w = input_hw(self.input_size)
+        # the ranges the train page offers too; input_size is checked side by side
+        problems = range_problems(SimpleNamespace(**{**asdict(self), "input_size": None}), TRAIN_LIMITS)
+        low, high = TRAIN_LIMITS["input_size"]
+        if not (low <= h <= high and low <= w <= high):
+            problems.append(f"input size must be between {low:g} and {high:g} pixels a side (got {h}x{w})")
         if problems:
             raise ValueError("; ".join(problems))
-        self.input_size = int(self.input_size)
+        if self.head == "single" and h != w:
+            raise ValueError(f"the one-face head needs a square input, got {h}x{w}")
+        self.input_size = h if h == w else [h, w]
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """``(h, w)`` of the model input."""
+        return input_hw(self.input_size)
+
+    @property
+    def dense(self) -> bool:
+        return self.head == "dense"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +220,7 @@ class EpochRecord:
     val_score: float
     seconds: float
     phase: str = "train"
+    val_ap50: float = float("nan")  # AP@0.5 over every face of the validation images
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,9 +267,11 @@ class TrainCallbacks:
 def _counts(train_samples: Sequence[Sample], val_samples: Sequence[Sample]) -> dict[str, int]:
     return {
         "train": len(train_samples),
-        "train_faces": sum(s.box is not None for s in train_samples),
+        "train_faces": sum(s.has_face for s in train_samples),
+        "train_face_boxes": sum(len(s.boxes) for s in train_samples),
         "val": len(val_samples),
-        "val_faces": sum(s.box is not None for s in val_samples),
+        "val_faces": sum(s.has_face for s in val_samples),
+        "val_face_boxes": sum(len(s.boxes) for s in val_samples),
     }
 
 
@@ -282,15 +347,15 @@ def _space_needed(
     """Bytes a training may write: its caches not yet on disk, and room for the model files."""
     from facetrack.cache import pixel_cache_key
 
-    size, n = int(settings.input_size), len(train_samples)
+    (h, w), n = settings.input_hw, len(train_samples)
     pixels = (
         0
-        if (cache_dir / pixel_cache_key(train_samples, size) / "done.json").is_file()
-        else n * size * size * 3
+        if (cache_dir / pixel_cache_key(train_samples, settings.input_size) / "done.json").is_file()
+        else n * h * w * 3
     )
     if settings.backbone == "compact":
         return pixels + 50 * 2**20
-    features = (n + len(val_samples)) * max(1, size // 32) ** 2 * 512 * 2  # float16 block5 maps
+    features = (n + len(val_samples)) * max(1, h // 16) * max(1, w // 16) * 512 * 2  # float16 block5 maps
     return features + (pixels if settings.fine_tune else 0) + 300 * 2**20
 
 
