@@ -18,6 +18,7 @@ AUGMENT_LIMITS: dict[str, tuple[float, float]] = {
     "copies_per_image": (1, 200),
     "multi_face_copies": (0, 200),
     "output_size": (32, 1024),
+    "output_height": (0, 1024),  # 0: square; else at least 32 (checked by AugmentSettings)
     "crop_probability": (0.0, 1.0),
     "crop_scale_min": (0.05, 1.0),
     "zoom_out": (0.0, 0.9),
@@ -42,6 +43,10 @@ TRAIN_LIMITS: dict[str, tuple[float, float]] = {
     "input_size": (32, 512),
     "fine_tune_epochs": (0, 100),
     "patience": (1, 500),
+    "focal_gamma": (0.0, 5.0),
+    "positive_weight": (0.1, 100.0),
+    "nms_iou": (0.05, 0.95),
+    "mosaic": (0.0, 1.0),
 }
 
 

@@ -34,6 +34,8 @@ def test_the_page_shows_every_setting_at_either_end_of_its_range(app, populated_
     at = app(AUGMENT, project=populated_project.name)
     no_exception(at)  # ...and so do the sliders
     for name in NUMERIC:
+        if name == "output_height":
+            continue  # no widget: the page keeps 4:3 from the output width
         if name == "output_size":
             assert at.select_slider(key=f"aug_{name}").value == settings.output_size
         elif name == "seed":
