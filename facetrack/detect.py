@@ -1,21 +1,23 @@
-"""Live face detection: load a run's model, predict one face per frame, draw, smooth.
+"""Face detection on frames: load a run's model, find every face, draw.
 
 Conventions:
 
 - Frames are ``numpy`` arrays ``(H, W, 3)`` uint8 in BGR (OpenCV,
-  streamlit-webrtc's ``bgr24``) or RGB (``color="rgb"``); grayscale
-  ``(H, W)`` / ``(H, W, 1)`` and BGRA/RGBA ``(H, W, 4)`` are accepted too.
-  Any size: the whole frame is resized (no crop) to the model's ``S x S``.
-- The model takes float32 RGB ``0..255`` ``(1, S, S, 3)`` and returns
-  ``class`` ``(1, 1)`` and ``bbox`` ``(1, 4)`` normalized ``[x1, y1, x2, y2]``.
+  streamlit-webrtc's ``bgr24``) or RGB (``color="rgb"``); grayscale and
+  4-channel frames work too (see :mod:`facetrack.inference`, which resizes
+  the whole frame to the model's input and runs the model).
+- The model's raw outputs become faces through :func:`facetrack.decode.decode`
+  (threshold, non-maximum suppression, a maximum count), the one decoding
+  used by evaluation, ``detect``, suggestions and Live. A run's
+  ``decode.json`` (its threshold picked on validation, NMS overlap, maximum
+  count) comes with it. A run trained before the dense head (outputs
+  ``class (1, 1)``, ``bbox (1, 4)``) decodes to at most one face.
 - A :class:`Detection` holds the normalized :class:`~facetrack.labels.Box`
   and its corners in the frame's own pixels (sorted, clipped to the frame).
 
 Thread safety: a :class:`Detector` may be shared between threads (the page and
 the streamlit-webrtc frame callback thread): each call holds the detector's
-lock around its input buffer and interpreter. A :class:`BoxSmoother` is
-per video stream; it also locks, so a page may read it while the callback
-updates it.
+lock around its input buffer and interpreter.
 """
 
 from __future__ import annotations
@@ -31,20 +33,23 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facetrack.decode import DecodeSettings, decode, load_decode_settings
 from facetrack.evaluate import is_face
-from facetrack.export import model_input_size, named_outputs
+from facetrack.inference import (
+    RESIZE_MODES,
+    DetectorError,
+    KerasRunner,
+    LiteRTRunner,
+    frame_to_rgb_input,
+)
 from facetrack.labels import FACE_LABEL, Box
-from facetrack.runs import KERAS_FILE, TFLITE_FILE, RunError, check_input_size
+from facetrack.runs import KERAS_FILE, TFLITE_FILE, RunError, check_input_size, input_hw
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "litert", "keras")
-RESIZE_MODES = ("fast", "area", "linear")
 _MIN_SIDE = 1e-4  # smallest normalized box side a prediction is widened to
-
-
-class DetectorError(RuntimeError):
-    """A detector that cannot be built; the message says why."""
+__all__ = ["RESIZE_MODES", "Detection", "Detector", "DetectorError", "frame_to_rgb_input", "to_box"]
 
 
 def to_box(values: Sequence[float]) -> Box:
@@ -101,147 +106,6 @@ class Detection:
         return {"score": round(self.score, 4), "box": [self.x1, self.y1, self.x2, self.y2]}
 
 
-def _as_uint8(frame: np.ndarray) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.dtype == np.uint8:
-        return frame
-    if np.issubdtype(frame.dtype, np.floating) and frame.size and float(np.nanmax(frame)) <= 1.0:
-        frame = frame * 255.0
-    return np.clip(np.nan_to_num(frame), 0, 255).astype(np.uint8)
-
-
-def _checked_frame(frame: np.ndarray) -> np.ndarray:
-    """``frame`` as a C-contiguous uint8 ``(H, W)`` or ``(H, W, 3|4)`` array; ValueError otherwise."""
-    frame = _as_uint8(frame)
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
-    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
-        raise ValueError(f"frame must be (H, W), (H, W, 3) or (H, W, 4), got shape {frame.shape}")
-    h, w = frame.shape[:2]
-    if h < 1 or w < 1:
-        raise ValueError(f"frame is empty: shape {frame.shape}")
-    return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
-
-
-def _resize_frame(frame: np.ndarray, size: int, resize: str) -> np.ndarray:
-    """``frame`` resized to ``size`` x ``size`` the ``resize`` way (see :func:`frame_to_rgb_input`)."""
-    h, w = frame.shape[:2]
-    if (w, h) == (size, size):
-        return frame
-    if resize == "linear" or (w <= 2 * size and h <= 2 * size and resize == "fast"):
-        interp = cv2.INTER_AREA if (resize != "linear" and w >= size and h >= size) else cv2.INTER_LINEAR
-        return cv2.resize(frame, (size, size), interpolation=interp)
-    if resize == "area":
-        return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-    # fast: bilinear to 2S (few taps), then an exact 2:1 area average
-    mid = cv2.resize(frame, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
-    return cv2.resize(mid, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def frame_to_rgb_input(
-    frame: np.ndarray,
-    size: int,
-    color: str = "bgr",
-    out: np.ndarray | None = None,
-    resize: str = "fast",
-) -> np.ndarray:
-    """Resize a whole frame to ``(1, size, size, 3)`` float32 RGB ``0..255``.
-
-    ``frame``: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``,
-    uint8 (other dtypes are clipped to ``0..255``; floats in ``0..1`` are
-    scaled). ``color``: ``"bgr"`` or ``"rgb"``, the channel order of 3/4
-    channel frames (alpha is dropped). No crop: the aspect ratio is not kept,
-    as in training. ``resize``: ``"fast"`` (bilinear to ``2S`` then area
-    ``2:1``; close to ``"area"`` at a fifth of the cost), ``"area"`` (exact
-    area averaging) or ``"linear"`` (cheapest, aliases on big frames).
-    ``out``: optional buffer ``(1, size, size, 3)`` float32 to fill.
-    """
-    if color not in ("bgr", "rgb"):
-        raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
-    small = _resize_frame(_checked_frame(frame), size, resize)
-    if out is None:
-        out = np.empty((1, size, size, 3), np.float32)
-    if small.ndim == 2:
-        out[0] = small[:, :, None]
-    elif color == "bgr":
-        np.copyto(out[0], small[:, :, 2::-1], casting="unsafe")  # BGR(A) -> RGB
-    else:
-        np.copyto(out[0], small[:, :, :3], casting="unsafe")
-    return out
-
-
-class _LiteRTRunner:
-    """One LiteRT interpreter (XNNPACK on CPU); not thread-safe by itself."""
-
-    def __init__(self, path: Path, num_threads: int) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            it = Interpreter(model_path=str(path), num_threads=num_threads)
-        except Exception as exc:
-            raise DetectorError(f"cannot load {path}: {exc}") from exc
-        outputs = {}
-        signatures = it.get_signature_list()
-        if signatures:
-            runner = it.get_signature_runner(next(iter(signatures)))
-            outputs = {k: v["index"] for k, v in runner.get_output_details().items()}
-            del runner  # it holds tensor views that would block invoke()
-        if "class" not in outputs or "bbox" not in outputs:  # map by shape
-            for d in it.get_output_details():
-                shape = tuple(int(s) for s in d["shape"])
-                if shape[-1:] == (1,):
-                    outputs["class"] = d["index"]
-                elif shape[-1:] == (4,):
-                    outputs["bbox"] = d["index"]
-        if "class" not in outputs or "bbox" not in outputs:
-            raise DetectorError(f"{path.name}: outputs must be class (1, 1) and bbox (1, 4)")
-        inp = it.get_input_details()
-        if len(inp) != 1 or len(inp[0]["shape"]) != 4:
-            raise DetectorError(f"{path.name}: expected one (1, S, S, 3) input")
-        shape = [int(s) for s in inp[0]["shape"]]
-        if inp[0]["dtype"] != np.float32 or shape[3] != 3 or shape[1] != shape[2] or shape[1] < 1:
-            raise DetectorError(f"{path.name}: input must be float32 (1, S, S, 3), got {shape}")
-        if shape[0] != 1:
-            it.resize_tensor_input(inp[0]["index"], [1, shape[1], shape[2], 3])
-        it.allocate_tensors()
-        self.interpreter = it
-        self.input_index = inp[0]["index"]
-        self.class_index = outputs["class"]
-        self.bbox_index = outputs["bbox"]
-        self.input_size = shape[1]
-
-    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        it = self.interpreter
-        it.set_tensor(self.input_index, x)
-        it.invoke()
-        score = float(it.get_tensor(self.class_index).reshape(-1)[0])
-        return score, it.get_tensor(self.bbox_index).reshape(-1)[:4].copy()
-
-
-class _KerasRunner:
-    """The Keras model called through one traced ``tf.function`` (not ``predict``)."""
-
-    def __init__(self, model: Any) -> None:
-        import tensorflow as tf
-
-        self.model = model
-        self.input_size = model_input_size(model)
-        s = self.input_size
-
-        @tf.function(input_signature=[tf.TensorSpec([1, s, s, 3], tf.float32)], reduce_retracing=True)
-        def call(x: Any) -> dict[str, Any]:
-            return named_outputs(model, model(x, training=False))
-
-        self._call = call
-
-    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        out = self._call(x)
-        score = float(out["class"].numpy().reshape(-1)[0])
-        return score, out["bbox"].numpy().reshape(-1)[:4]
-
-
 def _load_keras_model(path: Path) -> Any:
     from facetrack.model import ModelLoadError, load_model  # registers the custom layers
 
@@ -252,43 +116,69 @@ def _load_keras_model(path: Path) -> Any:
 
 
 def detections_from(score: float, box: Box, width: int, height: int, threshold: float) -> list[Detection]:
-    """A model's answer on a ``width`` x ``height`` frame as detections: one face, or none below ``threshold``."""
+    """One scored box on a ``width`` x ``height`` frame as detections: that face, or none below ``threshold``."""
     if not is_face(score, threshold):
         return []
     return [Detection.from_box(score, box, width, height)]
 
 
+def detections_from_outputs(
+    scores: Any, boxes: Any, width: int, height: int, settings: DecodeSettings
+) -> list[Detection]:
+    """Raw outputs of one image (per cell, or one box) as every face above the threshold, best first.
+
+    Decoded by :func:`facetrack.decode.decode`; NaN scores count as 0.
+    """
+    sc = np.nan_to_num(np.asarray(scores, np.float32), nan=0.0)
+    bx = np.nan_to_num(np.asarray(boxes, np.float32), nan=0.0)
+    kept_scores, kept_boxes = decode(sc, bx, settings)
+    return [
+        Detection.from_box(float(s), to_box(b), width, height)
+        for s, b in zip(kept_scores, kept_boxes, strict=True)
+    ]
+
+
 class Detector:
-    """A face detector for live frames: one face (or none) per frame.
+    """A face detector for frames: every face above the threshold, highest score first.
 
     Build it with :meth:`from_run`, :meth:`from_tflite` or
-    :meth:`from_keras_model`. ``backend`` is ``"litert"`` or ``"keras"``;
-    ``input_size`` is the model's ``S``; ``threshold`` (settable, ``0..1``)
-    is the minimum score for :meth:`detect` to return a face.
-    Safe to share between threads (calls are serialised by a lock).
+    :meth:`from_keras_model`. ``runner(x)`` maps the ``(1, h, w, 3)`` input to
+    the image's raw ``(class, bbox)`` outputs (see :mod:`facetrack.inference`).
+    ``backend`` is ``"litert"`` or ``"keras"``; ``input_size`` is ``S`` or
+    ``(h, w)``; ``threshold`` (settable, ``0..1``) is the minimum score for
+    :meth:`detect` to return a face; ``decode_settings`` the rest of the
+    decoding (NMS overlap, maximum count; its threshold is replaced by
+    ``threshold``). Safe to share between threads (calls are serialised by a lock).
     """
 
     def __init__(
         self,
-        runner: Callable[[np.ndarray], tuple[float, np.ndarray]],
-        input_size: int,
+        runner: Callable[[np.ndarray], tuple[Any, Any]],
+        input_size: int | tuple[int, int],
         backend: str,
         threshold: float = 0.5,
         resize: str = "fast",
         source: Path | None = None,
+        decode_settings: DecodeSettings | None = None,
     ) -> None:
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         self._runner = runner
-        self.input_size = int(input_size)
+        self.input_hw = input_hw(input_size)
         self.backend = backend
         self.resize = resize
         self.source = source
+        self.decode_settings = decode_settings or DecodeSettings()
         self.fallback_reason = ""  # why "auto" chose Keras over a present .tflite
         self._lock = threading.Lock()
-        self._buf = np.empty((1, self.input_size, self.input_size, 3), np.float32)
+        self._buf = np.empty((1, *self.input_hw, 3), np.float32)
         self._threshold = 0.5
         self.threshold = threshold
+
+    @property
+    def input_size(self) -> int:
+        """The input width in pixels (the side of a square model); see :attr:`input_hw`."""
+        return self.input_hw[1]
 
     @property
     def threshold(self) -> float:
@@ -304,38 +194,58 @@ class Detector:
 
     @classmethod
     def from_tflite(
-        cls, path: Path, threshold: float = 0.5, num_threads: int = 2, resize: str = "fast"
+        cls,
+        path: Path,
+        threshold: float = 0.5,
+        num_threads: int = 2,
+        resize: str = "fast",
+        decode_settings: DecodeSettings | None = None,
     ) -> Detector:
-        """A LiteRT detector on a ``.tflite`` file (see :mod:`facetrack.export`)."""
-        runner = _LiteRTRunner(Path(path), num_threads)
-        return cls(runner, runner.input_size, "litert", threshold, resize, Path(path))
+        """A LiteRT detector on a ``.tflite`` file (see :mod:`facetrack.export`).
+
+        ``decode_settings`` None: the ``decode.json`` beside the file (defaults when there is none).
+        """
+        runner = LiteRTRunner(Path(path), num_threads)
+        if decode_settings is None:
+            decode_settings = load_decode_settings(Path(path).parent)
+        return cls(runner, runner.input_hw, "litert", threshold, resize, Path(path), decode_settings)
 
     @classmethod
-    def from_keras_model(cls, model: Any, threshold: float = 0.5, resize: str = "fast") -> Detector:
+    def from_keras_model(
+        cls,
+        model: Any,
+        threshold: float = 0.5,
+        resize: str = "fast",
+        decode_settings: DecodeSettings | None = None,
+    ) -> Detector:
         """A detector calling an in-memory Keras model (traced once, no ``predict``)."""
-        runner = _KerasRunner(model)
-        return cls(runner, runner.input_size, "keras", threshold, resize)
+        runner = KerasRunner(model)
+        return cls(runner, runner.input_hw, "keras", threshold, resize, None, decode_settings)
 
     @classmethod
     def from_run(
         cls,
         run_dir: Path,
         backend: str = "auto",
-        threshold: float = 0.5,
+        threshold: float | None = None,
         num_threads: int = 2,
         resize: str = "fast",
     ) -> Detector:
-        """Load a run folder's model.
+        """Load a run folder's model (or a folder holding an exported model and its ``decode.json``).
 
         ``backend="auto"``: LiteRT on ``model.tflite`` when present, else the
         Keras ``model.keras`` (also when the ``.tflite`` cannot be loaded;
         ``fallback_reason`` then says why). ``"litert"`` / ``"keras"`` force one (error if
         its file is missing). The input size comes from the model itself
         (``settings.json``'s ``input_size`` is checked against it).
+        ``threshold``: None takes the run's (``decode.json``, picked on
+        validation; 0.5 when the run has none).
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         run_dir = Path(run_dir)
+        settings = load_decode_settings(run_dir)
+        thr = settings.threshold if threshold is None else float(threshold)
         tflite_path, keras_path = run_dir / TFLITE_FILE, run_dir / KERAS_FILE
         fallback_reason = ""
         det: Detector | None = None
@@ -343,7 +253,7 @@ class Detector:
             backend = "litert" if tflite_path.is_file() else "keras"
             if backend == "litert" and keras_path.is_file():
                 try:  # a broken .tflite (or no LiteRT) falls back to the Keras model
-                    det = cls.from_tflite(tflite_path, threshold, num_threads, resize)
+                    det = cls.from_tflite(tflite_path, thr, num_threads, resize, settings)
                 except (DetectorError, ImportError) as exc:
                     backend, fallback_reason = "keras", str(exc)
         if backend == "litert":
@@ -353,43 +263,50 @@ class Detector:
                     f"`python -m facetrack export --run {run_dir} --format tflite`"
                 )
             if det is None:
-                det = cls.from_tflite(tflite_path, threshold, num_threads, resize)
+                det = cls.from_tflite(tflite_path, thr, num_threads, resize, settings)
         else:
             if not keras_path.is_file():
                 raise DetectorError(f"run {run_dir.name} has no {KERAS_FILE}: train a model first")
-            det = cls.from_keras_model(_load_keras_model(keras_path), threshold, resize)
+            det = cls.from_keras_model(_load_keras_model(keras_path), thr, resize, settings)
             det.source = keras_path
             det.fallback_reason = fallback_reason
         try:
-            check_input_size(run_dir, det.input_size)
+            check_input_size(run_dir, det.input_hw)
         except RunError as exc:
             raise DetectorError(str(exc)) from exc
         return det
 
     def preprocess(self, frame: np.ndarray, color: str = "bgr") -> np.ndarray:
-        """The model input for ``frame``: a new ``(1, S, S, 3)`` float32 RGB array."""
-        return frame_to_rgb_input(frame, self.input_size, color, resize=self.resize)
+        """The model input for ``frame``: a new ``(1, h, w, 3)`` float32 RGB array."""
+        return frame_to_rgb_input(frame, self.input_hw, color, resize=self.resize)
+
+    def predict_outputs(self, frame: np.ndarray, color: str = "bgr") -> tuple[np.ndarray, np.ndarray]:
+        """The model's raw ``(class, bbox)`` outputs for ``frame`` (see :mod:`facetrack.inference`)."""
+        with self._lock:
+            x = frame_to_rgb_input(frame, self.input_hw, color, out=self._buf, resize=self.resize)
+            scores, boxes = self._runner(x)
+        return np.asarray(scores, np.float32), np.asarray(boxes, np.float32)
 
     def predict_raw(self, frame: np.ndarray, color: str = "bgr") -> tuple[float, Box]:
-        """Score (``0..1``) and normalized box for ``frame``, whatever the threshold."""
-        with self._lock:
-            x = frame_to_rgb_input(frame, self.input_size, color, out=self._buf, resize=self.resize)
-            score, raw = self._runner(x)
-        if not math.isfinite(score):
-            score = 0.0
-        return score, to_box(raw)
+        """The best face's score (``0..1``) and normalized box for ``frame``, whatever the threshold."""
+        scores, boxes = self.predict_outputs(frame, color)
+        sc = np.nan_to_num(scores.reshape(-1), nan=0.0)
+        best = int(np.argmax(sc))
+        return float(sc[best]), to_box(boxes.reshape(-1, 4)[best])
 
     def detect(
         self, frame: np.ndarray, color: str = "bgr", threshold: float | None = None
     ) -> list[Detection]:
-        """At most one :class:`Detection` (score >= threshold) in ``frame``'s pixels.
+        """Every face (score >= threshold) in ``frame``'s pixels, highest score first.
 
         ``threshold`` overrides :attr:`threshold` for this call (a detector
-        cached for several browser sessions keeps one shared default).
+        cached for several browser sessions keeps one shared default). A
+        run of the older one-box kind gives at most one face.
         """
-        score, box = self.predict_raw(frame, color)
+        scores, boxes = self.predict_outputs(frame, color)
         h, w = np.asarray(frame).shape[:2]
-        return detections_from(score, box, w, h, self._threshold if threshold is None else threshold)
+        thr = self._threshold if threshold is None else float(threshold)
+        return detections_from_outputs(scores, boxes, w, h, self.decode_settings.replace(threshold=thr))
 
 
 # -- drawing ---------------------------------------------------------------

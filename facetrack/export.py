@@ -1,16 +1,20 @@
 """Export a trained model: the ``.keras`` file, or a ``.tflite`` file for live use.
 
 The TFLite file keeps the Keras model's contract: one input, float32 RGB in
-``0..255``, shape ``(1, S, S, 3)`` (the model's preprocessing layer is baked
+``0..255``, shape ``(1, h, w, 3)`` (the model's preprocessing layer is baked
 in), and two named outputs in the ``serving_default`` signature:
 
-- ``class``: ``(1, 1)`` face probability (sigmoid),
-- ``bbox``: ``(1, 4)`` normalized ``[x1, y1, x2, y2]`` (sigmoid; see
-  :mod:`facetrack.labels` for the box convention).
+- ``class``: per cell ``(1, Gh, Gw, 1)`` face score (sigmoid), or ``(1, 1)``
+  for a run trained before the dense head,
+- ``bbox``: per cell ``(1, Gh, Gw, 4)`` normalized ``[x1, y1, x2, y2]``, or
+  ``(1, 4)`` (see :mod:`facetrack.labels` for the box convention).
 
 Readers should map outputs by signature name
-(:func:`facetrack.detect.Detector` does); the shapes ``(1, 1)`` and ``(1, 4)``
-identify them too, so files from elsewhere still load.
+(:func:`facetrack.detect.Detector` does); the last axis (1 and 4)
+identifies them too, so files from elsewhere still load. The decoding
+settings (threshold, NMS, maximum count) travel beside the model as
+``decode.json`` (:mod:`facetrack.decode`); an export copied out of its run
+folder gets a copy of it.
 
 Quantization modes (measured on 2 CPU cores, VGG16 at 120x120, LiteRT with
 XNNPACK and 2 threads): ``"none"`` float32, about 44 ms a frame;
@@ -54,6 +58,14 @@ def model_input_size(model: Any) -> int:
     return int(shape[1])
 
 
+def model_input_hw(model: Any) -> tuple[int, int]:
+    """``(H, W)`` of a model whose input is ``(None, H, W, 3)`` (the dense head allows ``H != W``)."""
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[1] is None or shape[2] is None or shape[3] != 3:
+        raise ExportError(f"model input must be (None, H, W, 3) with a fixed H and W, got {shape}")
+    return int(shape[1]), int(shape[2])
+
+
 def named_outputs(model: Any, outputs: Any) -> dict[str, Any]:
     """Map a model call's outputs to ``{"class": ..., "bbox": ...}``.
 
@@ -73,10 +85,10 @@ def named_outputs(model: Any, outputs: Any) -> dict[str, Any]:
     return {n: named[n] for n in OUTPUT_NAMES}
 
 
-def _random_calibration(size: int, count: int = 32) -> Iterable[np.ndarray]:
+def _random_calibration(hw: tuple[int, int], count: int = 32) -> Iterable[np.ndarray]:
     rng = np.random.default_rng(0)
     for _ in range(count):
-        yield rng.uniform(0, 255, (size, size, 3)).astype(np.float32)
+        yield rng.uniform(0, 255, (*hw, 3)).astype(np.float32)
 
 
 @contextlib.contextmanager
@@ -102,14 +114,14 @@ def _saved_model_converter(model: Any, serve: Any, spec: Any) -> Iterator[Any]:
 def feature_tflite_bytes(feature_model: Any, batch_size: int) -> bytes:
     """A dynamic-range ``.tflite`` of a (frozen) feature model with a fixed batch.
 
-    Input ``(batch_size, S, S, 3)`` float32 RGB ``0..255``; one output, the
+    Input ``(batch_size, h, w, 3)`` float32 RGB ``0..255``; one output, the
     feature map ``(batch_size, h, w, c)`` float32. Used to fill the feature
     cache with the same int8 kernels that the exported model runs live.
     """
     import tensorflow as tf
 
-    size = model_input_size(feature_model)
-    spec = tf.TensorSpec([int(batch_size), size, size, 3], tf.float32, name=INPUT_NAME)
+    hw = model_input_hw(feature_model)
+    spec = tf.TensorSpec([int(batch_size), *hw, 3], tf.float32, name=INPUT_NAME)
 
     def serve(image: Any) -> Any:
         return feature_model(image, training=False)
@@ -138,8 +150,8 @@ def tflite_bytes(
         raise ExportError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     import tensorflow as tf
 
-    size = model_input_size(model)
-    spec = tf.TensorSpec([1, size, size, 3], tf.float32, name=INPUT_NAME)
+    hw = model_input_hw(model)
+    spec = tf.TensorSpec([1, *hw, 3], tf.float32, name=INPUT_NAME)
 
     def serve(image: Any) -> dict[str, Any]:
         return named_outputs(model, model(image, training=False))
@@ -148,15 +160,13 @@ def tflite_bytes(
         if quantize in ("dynamic", "int8"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "int8":
-            images = representative_images if representative_images is not None else _random_calibration(size)
+            images = representative_images if representative_images is not None else _random_calibration(hw)
 
             def representative_dataset() -> Iterable[list[np.ndarray]]:
                 for img in images:
                     arr = np.asarray(img, dtype=np.float32)
-                    if arr.shape != (size, size, 3):
-                        raise ExportError(
-                            f"representative image shape {arr.shape}, expected {(size, size, 3)}"
-                        )
+                    if arr.shape != (*hw, 3):
+                        raise ExportError(f"representative image shape {arr.shape}, expected {(*hw, 3)}")
                     yield [arr[None]]
 
             converter.representative_dataset = representative_dataset
@@ -266,7 +276,11 @@ def export_run(
     dest = Path(dest)
     if dest.is_dir():
         dest = dest / f"{run_dir.name}{out.suffix}"
-    return _copy_atomic(out, dest)
+    copied = _copy_atomic(out, dest)
+    from facetrack.decode import load_decode_settings, save_decode_settings
+
+    save_decode_settings(copied.parent, load_decode_settings(run_dir))  # usable on its own
+    return copied
 
 
 def labelme_zip(project: Any) -> bytes:

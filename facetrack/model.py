@@ -54,11 +54,15 @@ from facetrack.layers import (
     Preprocess,
     SortCorners,
 )
+from facetrack.runs import input_hw
 from facetrack.weights import VGG16_NOTOP_FILE, VGG16_NOTOP_MD5, VGG16_NOTOP_URL, keras_models_dir
 
 log = logging.getLogger(__name__)
 
 BACKBONES = ("vgg16", "compact")
+# "single": the tutorial's one-box head (N, 1) / (N, 4); "dense": per-cell scores and boxes
+# (N, Gh, Gw, 1) / (N, Gh, Gw, 4), any number of faces (facetrack.dense).
+HEADS = ("single", "dense")
 DEFAULT_INPUT_SIZE = 120
 # Default loss weights: total = loc + 0.5 * class, as in the tutorial.
 DEFAULT_LOSS_WEIGHTS = {"bbox": 1.0, "class": 0.5}
@@ -230,11 +234,13 @@ BN_MOMENTUM = 0.9
 
 
 def _compact_parts(
-    input_size: int,
+    input_size: int | tuple[int, int],
     blocks: tuple[tuple[str, int, int, int], ...] | None = None,
+    head: str = "single",
 ) -> tuple[keras.Model, keras.Model]:
     blocks = COMPACT_BLOCKS if blocks is None else blocks
-    inp = keras.Input((input_size, input_size, 3), name="image", dtype="float32")
+    ih, iw = input_hw(input_size)
+    inp = keras.Input((ih, iw, 3), name="image", dtype="float32")
     x = Preprocess("scale", name="preprocess")(inp)
     skip = None
     last_down = max((i for i, b in enumerate(blocks) if b[2] == 2), default=-1)
@@ -258,6 +264,10 @@ def _compact_parts(
         x = _conv_bn(x, COMPACT_FINE_WIDTH, 3, name="fine_mix")
         w4 = COMPACT_FINE_WIDTH
     feature_model = keras.Model(inp, x, name="compact_features")
+    if head == "dense":
+        from facetrack.dense import dense_head
+
+        return feature_model, dense_head(tuple(x.shape[1:]), width=w4, name="compact_dense_head")
 
     fin = keras.Input(tuple(x.shape[1:]), name="features")
     h = AddCoords(name="head_coords")(fin)
@@ -274,7 +284,10 @@ def _compact_parts(
 
 
 def build_parts(
-    backbone: str = "vgg16", weights: Any = "imagenet", input_size: int = DEFAULT_INPUT_SIZE
+    backbone: str = "vgg16",
+    weights: Any = "imagenet",
+    input_size: int | tuple[int, int] = DEFAULT_INPUT_SIZE,
+    head: str = "single",
 ) -> tuple[keras.Model, keras.Model]:
     """Build ``(feature_model, head_model)``; ``compose`` joins them.
 
@@ -288,11 +301,22 @@ def build_parts(
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    if int(input_size) < 32:
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    hw = input_hw(input_size)
+    if min(hw) < 32:
         raise ValueError(f"input size {input_size} is too small (at least 32)")
+    if head == "dense":
+        if backbone == "vgg16":
+            from facetrack.dense import vgg16_dense_parts
+
+            return vgg16_dense_parts(resolve_vgg16_weights(weights), hw)
+        return _compact_parts(hw, head="dense")
+    if hw[0] != hw[1]:
+        raise ValueError(f"the one-box head needs a square input, got {hw[0]}x{hw[1]}")
     if backbone == "vgg16":
-        return _vgg16_parts(weights, int(input_size))
-    return _compact_parts(int(input_size))
+        return _vgg16_parts(weights, hw[0])
+    return _compact_parts(hw[0])
 
 
 def compose(feature_model: keras.Model, head_model: keras.Model, name: str | None = None) -> keras.Model:
@@ -316,14 +340,17 @@ def compose(feature_model: keras.Model, head_model: keras.Model, name: str | Non
 
 
 def build_model(
-    backbone: str = "vgg16", weights: Any = "imagenet", input_size: int = DEFAULT_INPUT_SIZE
+    backbone: str = "vgg16",
+    weights: Any = "imagenet",
+    input_size: int | tuple[int, int] = DEFAULT_INPUT_SIZE,
+    head: str = "single",
 ) -> keras.Model:
     """The full detector: ``image`` ``(N, S, S, 3)`` float32 RGB 0..255 ->
     ``{"class": (N, 1) sigmoid, "bbox": (N, 4) normalized [x1, y1, x2, y2]}``.
 
     See :func:`build_parts` for ``backbone`` and ``weights``.
     """
-    return compose(*build_parts(backbone, weights, input_size))
+    return compose(*build_parts(backbone, weights, input_size, head))
 
 
 def with_mirror_average(model: keras.Model) -> keras.Model:

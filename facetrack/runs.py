@@ -9,6 +9,7 @@ A run folder is ``<project>/runs/<time>-<name>/``::
     progress.json   the latest batch or stage (written by the job, at most twice a second)
     model.keras     the best model so far, saved atomically
     model.tflite    its LiteRT export
+    decode.json     how outputs become faces: threshold (picked on validation), NMS, maximum count
     metrics.json    test-split figures (facetrack.evaluate.evaluate_run)
     per_image.json  test-split results per image, worst first
     train.log       human-readable log lines
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
+DECODE_FILE = "decode.json"  # facetrack.decode.DecodeSettings, beside the model
 SETTINGS_FILE = "settings.json"
 REQUEST_FILE = "request.json"
 HISTORY_FILE = "history.csv"
@@ -297,30 +299,46 @@ def read_per_image(run_dir: Path) -> list[dict[str, Any]] | None:
     return _read(Path(run_dir) / PER_IMAGE_FILE)
 
 
-def settings_input_size(run_dir: Path) -> int | None:
-    """``input_size`` from ``settings.json`` (under ``"settings"``, or top level in older files)."""
+def input_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` of a model input: ``S`` means ``S x S``; ``(H, W)`` is kept."""
+    if isinstance(size, str):
+        raise ValueError(f"input size {size!r} must be a number or (height, width)")
+    if isinstance(size, Sequence):
+        if len(size) != 2:
+            raise ValueError(f"input shape {list(size)} must be (height, width)")
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def settings_input_size(run_dir: Path) -> tuple[int, int] | None:
+    """``input_size`` from ``settings.json`` as ``(h, w)`` (under ``"settings"``, or top level in older files)."""
     doc = _read(Path(run_dir) / SETTINGS_FILE)
     for d in (doc, (doc or {}).get("settings") if isinstance(doc, dict) else None):
         if isinstance(d, dict) and d.get("input_size") is not None:
             try:
-                return int(d["input_size"])
+                return input_hw(d["input_size"])
             except (TypeError, ValueError):
                 return None
     return None
 
 
-def check_input_size(run_dir: Path, model_size: int) -> int:
-    """The one rule for a run's input size: the model's, which ``settings.json`` must not contradict.
+def check_input_size(run_dir: Path, model_size: int | Sequence[int]) -> tuple[int, int]:
+    """The one rule for a run's input size: the model's ``(h, w)``, which ``settings.json`` must not contradict.
 
-    Raises :class:`RunError` when it does.
+    ``model_size``: ``S`` (square) or ``(h, w)``. Raises :class:`RunError` when they differ.
     """
     expected = settings_input_size(run_dir)
-    if expected is not None and int(expected) != int(model_size):
+    actual = input_hw(model_size)
+    if expected is not None and expected != actual:
         raise RunError(
-            f"run {Path(run_dir).name}: {SETTINGS_FILE} says input_size {expected}, "
-            f"the model takes {model_size}"
+            f"run {Path(run_dir).name}: {SETTINGS_FILE} says input_size {_size_text(expected)}, "
+            f"the model takes {_size_text(actual)}"
         )
-    return int(model_size)
+    return actual
+
+
+def _size_text(hw: tuple[int, int]) -> str:
+    return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
 
 def _run_pid_gone(run_dir: Path, status: dict[str, Any]) -> bool:

@@ -29,7 +29,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facetrack.evaluate import is_face
 from facetrack.labels import Box, LabelError
 
 MTCNN_SOURCE = "mtcnn"
@@ -123,7 +122,7 @@ class MtcnnSuggester:
 
 
 class RunSuggester:
-    """The face found by a trained FaceTrack model (a run folder); at most one per photo."""
+    """The faces found by a trained FaceTrack model (a run folder): every face above ``min_score``, best first."""
 
     def __init__(self, run_dir: Path | str, min_score: float = 0.5) -> None:
         from facetrack.detect import Detector, DetectorError
@@ -131,16 +130,16 @@ class RunSuggester:
         self.run_dir = Path(run_dir)
         self.min_score = float(min_score)
         try:
-            self._detector = Detector.from_run(self.run_dir, backend="auto", threshold=0.0, resize="area")
+            self._detector = Detector.from_run(
+                self.run_dir, backend="auto", threshold=self.min_score, resize="area"
+            )
         except (DetectorError, OSError, ValueError) as exc:
             raise SuggestError(f"the model in {self.run_dir.name} cannot be loaded: {exc}") from exc
 
     def __call__(self, rgb: np.ndarray) -> list[Suggestion]:
         rgb = _as_rgb_uint8(rgb)
-        score, box = self._detector.predict_raw(rgb, color="rgb")
-        if not is_face(score, self.min_score):
-            return []
-        return [Suggestion(box, float(score), str(self.run_dir))]
+        found = self._detector.detect(rgb, color="rgb", threshold=self.min_score)
+        return [Suggestion(d.box, float(d.score), str(self.run_dir)) for d in found]
 
 
 _MTCNN: MtcnnSuggester | None = None

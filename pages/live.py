@@ -140,7 +140,7 @@ except (DetectorError, ValueError, OSError) as exc:
 proc = processor()
 proc.configure(detector, threshold, smoothing)
 backend_text = BACKEND_NAMES.get(detector.backend, detector.backend)
-st.caption(f"Running with **{backend_text}**, input {detector.input_size}×{detector.input_size} pixels.")
+st.caption(f"Running with **{backend_text}**, input {detector.input_hw[1]}×{detector.input_hw[0]} pixels.")
 if detector.backend == "keras" and engine == "auto":
     st.caption("Tip: make the .tflite file on the Train page for a faster live view.")
 

@@ -59,3 +59,50 @@ def standin_model(size: int, seed: int = 1, box: Sequence[float] | None = None) 
             bias_initializer=keras.initializers.Constant([_logit(v) for v in box]),
         )(x)
     return keras.Model(inp, {"class": cls, "bbox": out})
+
+
+@keras.saving.register_keras_serializable(package="facetrack_tests")
+class GridConstant(layers.Layer):
+    """Stand-in for a dense head: the same per-cell ``values`` ``(Gh, Gw, C)`` for every image."""
+
+    def __init__(self, values, **kwargs):
+        super().__init__(**kwargs)
+        self.values = [[[float(v) for v in cell] for cell in row] for row in values]
+
+    def call(self, x):
+        const = keras.ops.convert_to_tensor(self.values, "float32")
+        zero = keras.ops.mean(x, axis=(1, 2, 3), keepdims=True) * 0.0  # ties the output to the input's batch
+        return zero + const[None]
+
+    def get_config(self):
+        return {**super().get_config(), "values": self.values}
+
+
+def dense_standin_model(
+    hw: tuple[int, int], grid: tuple[int, int], faces: Sequence[tuple[float, Sequence[float]]]
+) -> keras.Model:
+    """A model with the dense head's contract that always finds ``faces``.
+
+    Input ``image`` ``(N, h, w, 3)``; outputs ``class`` ``(N, Gh, Gw, 1)`` and
+    ``bbox`` ``(N, Gh, Gw, 4)``. ``faces``: ``(score, [x1, y1, x2, y2])``
+    each; its cell (the one holding the box centre) and the cell to its right
+    (a weaker duplicate, score 0.8 of it, that NMS must remove) carry it;
+    every other cell scores 0.01.
+    """
+    import numpy as np
+
+    gh, gw = grid
+    scores = np.full((gh, gw, 1), 0.01, np.float32)
+    boxes = np.zeros((gh, gw, 4), np.float32)
+    for score, box in faces:
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        r, c = min(int(cy * gh), gh - 1), min(int(cx * gw), gw - 1)
+        scores[r, c, 0], boxes[r, c] = score, box
+        if c + 1 < gw:
+            scores[r, c + 1, 0] = 0.8 * score
+            boxes[r, c + 1] = np.asarray(box) + [0.01, 0.0, 0.01, 0.0]
+    inp = keras.Input((*hw, 3), name="image")
+    x = ScalePixels()(inp)
+    cls = GridConstant(scores.tolist(), name="class")(x)
+    out = GridConstant(boxes.tolist(), name="bbox")(x)
+    return keras.Model(inp, {"class": cls, "bbox": out})

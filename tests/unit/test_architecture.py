@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CODE = sorted(p for d in ("facetrack", "ui", "pages") for p in (REPO / d).glob("*.py"))
 RUN_FILES = ('"model.keras"', '"model.tflite"', '"history.csv"', '"settings.json"', '"status.json"',
-             '"metrics.json"', '"train.log"', '"training.json"', '"progress.json"', '"STOP"')  # fmt: skip
+             '"metrics.json"', '"train.log"', '"training.json"', '"progress.json"', '"STOP"', '"decode.json"')  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:

@@ -342,3 +342,72 @@ def test_draw_gray_bgra_and_other_size_detection():
 
 
 # -- live loop ---------------------------------------------------------------------
+
+
+# -- every face (dense head) ---------------------------------------------------------
+
+TWO_FACES = [(0.95, [0.1, 0.2, 0.3, 0.6]), (0.7, [0.6, 0.25, 0.85, 0.7])]
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory):
+    from tests.standin import dense_standin_model
+
+    run = tmp_path_factory.mktemp("runs") / "20250101-000000-dense"
+    run.mkdir()
+    model = dense_standin_model((36, 48), (6, 8), TWO_FACES)
+    model.save(run / "model.keras")
+    (run / "settings.json").write_text(json.dumps({"settings": {"input_size": [36, 48]}}))
+    export_tflite(model, run / "model.tflite", quantize="none")
+    return run
+
+
+@pytest.mark.parametrize("backend", ["keras", "litert"])
+def test_detect_returns_every_face_highest_first(dense_run, backend):
+    det = Detector.from_run(dense_run, backend=backend)
+    assert det.input_hw == (36, 48)
+    found = det.detect(np.zeros((480, 640, 3), np.uint8))
+    # two faces, each once (its weaker duplicate in the next cell is suppressed), best first
+    assert [round(d.score, 3) for d in found] == [0.95, 0.7]
+    assert found[0].box.to_list() == pytest.approx(TWO_FACES[0][1], abs=1e-5)
+    assert found[1].box.to_list() == pytest.approx(TWO_FACES[1][1], abs=1e-5)
+    assert (found[1].x1, found[1].y1, found[1].x2, found[1].y2) == (384, 120, 544, 336)
+    assert [round(d.score, 3) for d in det.detect(np.zeros((48, 64, 3), np.uint8), threshold=0.8)] == [0.95]
+
+
+def test_run_threshold_and_decode_settings_come_from_decode_json(dense_run, tmp_path):
+    import shutil
+
+    from facetrack.decode import DecodeSettings, save_decode_settings
+
+    run = tmp_path / "20250101-000000-copy"
+    shutil.copytree(dense_run, run)
+    save_decode_settings(run, DecodeSettings(threshold=0.75, nms_iou=0.4, max_faces=1))
+    det = Detector.from_run(run, backend="keras")
+    assert det.threshold == 0.75 and det.decode_settings.max_faces == 1
+    frame = np.zeros((48, 64, 3), np.uint8)
+    assert [round(d.score, 2) for d in det.detect(frame, threshold=0.1)] == [0.95]  # at most one face
+    assert Detector.from_run(run, backend="keras", threshold=0.5).threshold == 0.5
+
+
+def test_exported_tflite_is_usable_on_its_own_with_decode_json(dense_run, tmp_path):
+    from facetrack.decode import DecodeSettings, save_decode_settings
+    from facetrack.export import export_run
+
+    save_decode_settings(dense_run, DecodeSettings(threshold=0.6))
+    try:
+        out = export_run(dense_run, "tflite", tmp_path / "mine.tflite")
+    finally:
+        (dense_run / "decode.json").unlink()
+    assert (tmp_path / "decode.json").is_file()
+    det = Detector.from_tflite(out)
+    assert det.threshold == 0.5 and det.decode_settings.threshold == 0.6
+    assert len(det.detect(np.zeros((48, 64, 3), np.uint8))) == 2
+
+
+def test_old_one_box_run_still_loads_and_gives_one_face(run_dir):
+    """A run trained before the dense head (class (N, 1), bbox (N, 4)) gives at most one detection."""
+    for backend in ("keras", "litert"):
+        det = Detector.from_run(run_dir, backend=backend, threshold=0.0)
+        found = det.detect(np.zeros((480, 640, 3), np.uint8))
+        assert len(found) == 1 and found[0].box.to_list() == pytest.approx([0.25, 0.3, 0.7, 0.8], abs=0.1)

@@ -114,3 +114,15 @@ def test_suggest_boxes_default_is_mtcnn() -> None:
     rgb = read_rgb(DATA / "images" / "wf_pic06676.jpg")
     found = suggest_boxes(rgb)
     assert found and found[0].source == "mtcnn"
+
+
+def test_run_suggester_returns_every_face(tmp_path: Path) -> None:
+    from tests.standin import dense_standin_model
+
+    run = tmp_path / "20260101-000000-dense"
+    run.mkdir()
+    faces = [(0.9, [0.1, 0.2, 0.3, 0.6]), (0.8, [0.6, 0.25, 0.85, 0.7]), (0.3, [0.4, 0.7, 0.5, 0.9])]
+    dense_standin_model((36, 48), (6, 8), faces).save(run / "model.keras")
+    found = RunSuggester(run)(np.zeros((90, 120, 3), np.uint8))
+    assert [round(s.score, 2) for s in found] == [0.9, 0.8]  # the 0.3 face is below min_score
+    assert found[1].box.to_list() == pytest.approx(faces[1][1], abs=1e-5)
