@@ -11,6 +11,7 @@ import streamlit as st
 import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
 
 from facetrack import runs as run_files
+from facetrack.decode import load_decode_settings
 from facetrack.detect import Detection, Detector, DetectorError, draw_detections
 from facetrack.evaluate import is_face
 from facetrack.images import ImageError, decode_image, encode_jpeg
@@ -88,6 +89,15 @@ def show_photo_result(found: list[Detection], candidates: list[Detection]) -> No
         st.info("No face above the threshold.")
 
 
+def start_threshold(run: Path) -> float:
+    """The run's own threshold (``decode.json``); the slider starts there each time another run is chosen."""
+    value = load_decode_settings(run).threshold
+    if st.session_state.get("live_threshold_run") != str(run):
+        st.session_state["live_threshold_run"] = str(run)
+        st.session_state["live_threshold"] = round(value, 2)
+    return value
+
+
 # -- choose a model ---------------------------------------------------------------
 
 runs = [r for r in project.runs() if run_files.has_model(r) or run_files.has_tflite(r)]
@@ -108,15 +118,18 @@ engine = right.selectbox(
     key="live_engine",
     help="LiteRT runs the .tflite file and is several times faster on a CPU; Keras is the fallback.",
 )
+run_threshold = start_threshold(run)
 c1, c2 = st.columns([2, 1])
 threshold = c1.slider(
     "Confidence threshold",
     0.0,
     1.0,
-    0.5,
-    0.05,
+    step=0.05,
     key="live_threshold",
-    help="A face is shown when the model's score is at least this. Higher: fewer false alarms, more misses.",
+    help=(
+        "A face is shown when the model's score is at least this. Higher: fewer false alarms, more misses. "
+        f"This model's own threshold (picked on validation) is {run_threshold:.2f}."
+    ),
 )
 smoothing = c2.toggle(
     "Smooth the boxes",

@@ -82,6 +82,20 @@ def test_keras_model_runs_and_photo_fallback_detects(app, workspace: Path, model
     )
 
 
+def test_threshold_starts_at_the_runs_own(app, workspace: Path, model_file: Path) -> None:
+    from facetrack.decode import DecodeSettings, save_decode_settings
+
+    project = create_project("own", workspace)
+    run = write_run(project, model_from=model_file)
+    save_decode_settings(run, DecodeSettings(threshold=0.35))
+    at = app(LIVE, project="own")
+    no_exception(at)
+    assert at.slider(key="live_threshold").value == pytest.approx(0.35)
+    at.slider(key="live_threshold").set_value(0.6).run()  # the user's choice stays on reruns
+    no_exception(at)
+    assert at.slider(key="live_threshold").value == pytest.approx(0.6)
+
+
 def test_litert_model_is_used_when_present(app, workspace: Path, model_file: Path, tflite_file: Path) -> None:
     project = create_project("fast", workspace)
     run = write_run(project, model_from=model_file)
