@@ -26,6 +26,7 @@ import numpy as np
 
 from facetrack.data import Sample, image_dataset
 from facetrack.fileio import atomic_write_json
+from facetrack.runs import input_hw
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,16 @@ def _file_identity(path: Path) -> list[Any]:
     return [str(Path(path).resolve()), st.st_mtime_ns, st.st_size]
 
 
-def feature_cache_key(samples: Sequence[Sample], backbone: str, weights: str, input_size: int) -> str:
+def feature_cache_key(
+    samples: Sequence[Sample], backbone: str, weights: str, input_size: int | Sequence[int]
+) -> str:
     """Key of a feature cache: backbone, weights (and the weights file's identity), size, each file's identity."""
     h = hashlib.sha256()
     wid: Any = weights
     if weights not in ("imagenet", "none") and Path(weights).is_file():
         wid = _file_identity(Path(weights))
-    h.update(json.dumps([backbone, wid, int(input_size)]).encode())
+    size = list(input_hw(input_size))
+    h.update(json.dumps([backbone, wid, size[0] if size[0] == size[1] else size]).encode())
     for s in samples:
         h.update(json.dumps(_file_identity(s.path)).encode())
     return h.hexdigest()[:24]
@@ -140,9 +144,9 @@ def cached_features(
     precision = getattr(feature_model, "precision", None) or getattr(
         getattr(feature_model, "dtype_policy", None), "name", "float32"
     )
-    key = feature_cache_key(
-        samples, f"{settings.backbone}/{precision}", settings.weights, settings.input_size
-    )
+    head = getattr(settings, "head", "single")
+    kind = f"{settings.backbone}/{precision}" + ("" if head == "single" else f"/{head}")
+    key = feature_cache_key(samples, kind, settings.weights, settings.input_size)
     if isinstance(feature_model, LiteRTFeatures):
         shape, fn = feature_model.output_shape, feature_model
     else:
@@ -159,28 +163,29 @@ def cached_features(
 
 def cached_pixels(
     samples: Sequence[Sample],
-    input_size: int,
+    input_size: int | Sequence[int],
     cache_dir: Path,
     callbacks: StageCallbacks,
     stage: str = "images",
     batch_size: int = 64,
 ) -> np.ndarray:
-    """Every image of ``samples`` resized to ``input_size`` as a read-only uint8 memmap ``(N, S, S, 3)``.
+    """Every image of ``samples`` resized to the input size as a read-only uint8 memmap ``(N, h, w, 3)``.
 
-    The same resize as :func:`facetrack.evaluate.image_dataset` (so training
-    sees what evaluation and the detector see), decoded once and cached: epochs
-    then read pixels instead of decoding JPEGs, and the per-epoch jitter works
-    on small arrays. ``S * S * 3`` bytes per image (43 kB at 120).
+    ``input_size``: ``S`` or ``(h, w)``. The same resize as
+    :func:`facetrack.data.image_dataset` (so training sees what evaluation and
+    the detector see), decoded once and cached: epochs then read pixels
+    instead of decoding JPEGs, and the per-epoch augmentation works on small
+    arrays. ``h * w * 3`` bytes per image (58 kB at 120x160).
     """
     key = "pixels-" + feature_cache_key(samples, "pixels", "none", input_size)
-    size = int(input_size)
+    hw = input_hw(input_size)
 
     def batches():
-        for images in image_dataset(samples, size, batch_size):
+        for images in image_dataset(samples, hw, batch_size):
             yield np.clip(np.rint(images.numpy()), 0, 255).astype(np.uint8)
 
     return cached_array(
-        key, cache_dir, len(samples), (size, size, 3), np.uint8, batches(), callbacks, stage, "pixels"
+        key, cache_dir, len(samples), (*hw, 3), np.uint8, batches(), callbacks, stage, "pixels"
     )
 
 
@@ -273,7 +278,7 @@ def fast_feature_model(feature_model: Any, settings: Any) -> Any:
     previous = keras.mixed_precision.global_policy()
     try:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        fast, _ = build_parts("vgg16", "none", settings.input_size)
+        fast, _ = build_parts("vgg16", "none", settings.input_size, getattr(settings, "head", "single"))
         fast.set_weights(feature_model.get_weights())
         return fast
     except Exception as exc:  # noqa: BLE001 - the float32 model always works

@@ -1,7 +1,7 @@
 """Samples, their targets, the image loader, the generated set on disk, and the training batches.
 
-A :class:`Sample` is one image file on disk and its face box (or ``None`` for
-"no face"). Training reads the train split's augmented copies; validation and
+A :class:`Sample` is one image file on disk and every face box in it (none
+for "no face"). Training reads the train split's augmented copies; validation and
 evaluation read the original val/test images resized once (never augmented),
 so no copy of a test image is ever trained on. The split itself (which photo
 is on which side) is assigned by :meth:`facetrack.workspace.Project.split`
@@ -11,7 +11,8 @@ as an argument and never write anything.
 The generated set (``<project>/augmented/``, written by
 :func:`facetrack.augment.generate`) is ``settings.json`` (``{"settings", "key"}``)
 and, per split side, ``<image id>_<k>.jpg`` copies with a ``<image id>.json``
-marker ``{"source", "split", "key", "copies": [{"file", "box", "bytes"}]}``.
+marker ``{"source", "split", "key", "copies": [{"file", "boxes", "box", "bytes"}]}``
+(``boxes``: every face of the copy; ``box``: the first, as older sets had).
 
 This module imports TensorFlow only inside the functions that build
 ``tf.data`` pipelines, so listing and counting samples stays light.
@@ -29,7 +30,7 @@ import numpy as np
 
 from facetrack.fileio import read_json
 from facetrack.labels import Box
-from facetrack.runs import SETTINGS_FILE
+from facetrack.runs import SETTINGS_FILE, input_hw
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +41,47 @@ AUGMENTED_SETTINGS_FILE = SETTINGS_FILE  # augmented/settings.json: the generati
 
 @dataclass(frozen=True)
 class Sample:
-    """One image on disk and its face box, normalized (see :mod:`facetrack.labels`), or None."""
+    """One image on disk and every face box in it, normalized (see :mod:`facetrack.labels`).
+
+    ``boxes``: every face (empty: "no face"). ``box``: the first face or None
+    (what the one-box head of older runs trains on); given alone it becomes
+    the only face, so ``Sample(path, box)`` still reads as before.
+    """
 
     path: Path
-    box: Box | None
+    box: Box | None = None
     source_id: str = ""  # id of the original project image this sample comes from
+    boxes: tuple[Box, ...] = ()
+
+    def __post_init__(self) -> None:
+        boxes = tuple(self.boxes)
+        if not boxes and self.box is not None:
+            boxes = (self.box,)
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "box", boxes[0] if boxes else None)
 
     @property
     def has_face(self) -> bool:
-        return self.box is not None
+        return bool(self.boxes)
+
+    def box_array(self) -> np.ndarray:
+        """Every face box as ``(K, 4)`` float32 normalized ``[x1, y1, x2, y2]`` (``K`` may be 0)."""
+        return np.asarray([b.to_list() for b in self.boxes], np.float32).reshape(-1, 4)
 
 
-def targets(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
-    """The training targets of ``samples``: ``class`` ``(N, 1)`` (1.0 = face) and ``bbox`` ``(N, 4)``.
+def targets(samples: Sequence[Sample], grid: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The training targets of ``samples``.
 
-    Both float32; a no-face sample's box is ``[0, 0, 0, 0]`` (what the
-    localization loss skips).
+    ``grid`` None (the one-box head): ``class`` ``(N, 1)`` (1.0 = face) and
+    ``bbox`` ``(N, 4)`` of the first face, ``[0, 0, 0, 0]`` for no face (what
+    the localization loss skips). ``grid`` ``(Gh, Gw)`` (the dense head):
+    per-cell targets of every face, ``(N, Gh, Gw, 1)`` and ``(N, Gh, Gw, 4)``
+    (:func:`facetrack.dense.dense_targets`). Float32.
     """
+    if grid is not None:
+        from facetrack.dense import dense_targets
+
+        return dense_targets([s.box_array() for s in samples], grid)
     cls = np.array([[1.0 if s.box is not None else 0.0] for s in samples], np.float32).reshape(-1, 1)
     box = np.array(
         [s.box.to_list() if s.box is not None else [0.0] * 4 for s in samples], np.float32
@@ -94,6 +119,14 @@ def marker_ok(marker: Path, key: str | None) -> bool:
     return True
 
 
+def _copy_boxes(copy: dict[str, Any]) -> tuple[Box, ...]:
+    """The face boxes of one generated copy: ``"boxes"`` (every face), else the older ``"box"``."""
+    raw = copy.get("boxes")
+    if raw is None:
+        raw = [copy["box"]] if copy.get("box") else []
+    return tuple(Box.from_normalized(b) for b in raw)
+
+
 def _marker_samples(marker: Path, key: str | None) -> list[Sample]:
     try:
         doc = read_json(marker)
@@ -105,8 +138,7 @@ def _marker_samples(marker: Path, key: str | None) -> list[Sample]:
     for c in doc.get("copies", []):
         path = marker.parent / c["file"]
         if path.exists():
-            box = Box.from_normalized(c["box"]) if c.get("box") else None
-            out.append(Sample(path=path, box=box, source_id=marker.stem))
+            out.append(Sample(path=path, source_id=marker.stem, boxes=_copy_boxes(c)))
     return out
 
 
@@ -160,23 +192,25 @@ def is_stale(augmented_dir: Path, split: Mapping[str, str], labelled: Sequence[s
 # --------------------------------------------------------------------------- image loading
 
 
-def image_dataset(samples: Sequence[Sample], input_size: int, batch_size: int = DEFAULT_BATCH_SIZE):
+def image_dataset(
+    samples: Sequence[Sample], input_size: int | Sequence[int], batch_size: int = DEFAULT_BATCH_SIZE
+):
     """A streaming ``tf.data.Dataset`` of the images of ``samples``, in order.
 
-    Each image file (JPEG/PNG of any size) is decoded and resized to
-    ``input_size`` x ``input_size`` (plain resize, aspect ignored, as the live
-    detector does) as float32 RGB 0..255: batches ``(B, S, S, 3)``. Training
+    Each image file (JPEG/PNG of any size) is decoded and resized to the
+    input size (``S`` or ``(h, w)``; plain resize, aspect ignored, as the live
+    detector does) as float32 RGB 0..255: batches ``(B, h, w, 3)``. Training
     reads the same resize from its caches (:mod:`facetrack.cache`).
     """
     import tensorflow as tf
 
-    size = int(input_size)
+    h, w = input_hw(input_size)
 
     def load(path):
         img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        img = tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
+        img = tf.image.resize(tf.cast(img, tf.float32), (h, w), method="bilinear", antialias=True)
         img = tf.clip_by_value(img, 0.0, 255.0)
-        img.set_shape((size, size, 3))
+        img.set_shape((h, w, 3))
         return img
 
     ds = tf.data.Dataset.from_tensor_slices([str(s.path) for s in samples])
@@ -199,18 +233,21 @@ def streamed_batches(
     seed: int,
     xshape: tuple[int, ...],
     make_batch: Any,
+    target_arrays: tuple[np.ndarray, np.ndarray] | None = None,
 ):
     """A ``tf.data`` pipeline of batches assembled in Python, with their targets.
 
     Batches are ``batch_size`` samples in a new random order each epoch
     (``shuffle``), sorted within the batch for memmap reads.
-    ``make_batch(idx, boxes, rng)`` returns ``(x float32 (B, *xshape), boxes (B, 4))``.
-    Elements are ``(x, {"class": (B, 1), "bbox": (B, 4)})``.
+    ``make_batch(idx, boxes, rng)`` returns ``(x float32 (B, *xshape), boxes)``
+    where ``boxes`` are the batch's rows of the box targets (it may move them).
+    ``target_arrays``: ``(class, bbox)`` targets of every sample (default: the
+    one-box :func:`targets`). Elements are ``(x, {"class", "bbox"})``.
     """
     import tensorflow as tf
 
     n = len(samples)
-    cls, box = targets(samples)
+    cls, box = targets(samples) if target_arrays is None else target_arrays
     rng = np.random.default_rng(seed)
 
     def gen():
@@ -222,18 +259,31 @@ def streamed_batches(
 
     sig = (
         tf.TensorSpec((None, *xshape), tf.float32),
-        {"class": tf.TensorSpec((None, 1), tf.float32), "bbox": tf.TensorSpec((None, 4), tf.float32)},
+        {
+            "class": tf.TensorSpec((None, *cls.shape[1:]), tf.float32),
+            "bbox": tf.TensorSpec((None, *box.shape[1:]), tf.float32),
+        },
     )
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
     return ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size))).prefetch(2)
 
 
-def feature_dataset(feats: np.ndarray, samples: Sequence[Sample], batch_size: int, shuffle: bool, seed: int):
-    """Batches ``(features (B, h, w, c) float32, {"class": (B, 1), "bbox": (B, 4)})`` of cached features."""
+def feature_dataset(
+    feats: np.ndarray,
+    samples: Sequence[Sample],
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    grid: tuple[int, int] | None = None,
+):
+    """Batches ``(features (B, h, w, c) float32, {"class", "bbox"})`` of cached features.
+
+    Targets as :func:`targets` says for ``grid`` (None: the one-box head).
+    """
     import tensorflow as tf
 
+    cls, box = targets(samples, grid)
     if feats.nbytes <= FEATURES_IN_MEMORY_BYTES:
-        cls, box = targets(samples)
         ds = tf.data.Dataset.from_tensor_slices((np.asarray(feats), cls, box))
         if shuffle:
             ds = ds.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
@@ -246,6 +296,7 @@ def feature_dataset(feats: np.ndarray, samples: Sequence[Sample], batch_size: in
         seed,
         feats.shape[1:],
         lambda idx, boxes, rng: (np.asarray(feats[idx], np.float32), boxes),
+        (cls, box),
     )
 
 
@@ -340,3 +391,63 @@ def pixel_dataset(
         pixels.shape[1:],
         lambda idx, boxes, rng: jitter_batch(np.asarray(pixels[idx]), boxes, rng, flip, jitter),
     )
+
+
+def dense_pixel_dataset(
+    pixels: np.ndarray,
+    samples: Sequence[Sample],
+    batch_size: int,
+    grid: tuple[int, int],
+    seed: int,
+    flip: bool = True,
+    mosaic: float = 0.0,
+):
+    """Training batches for the dense head from cached pixels, with every face's targets.
+
+    ``pixels``: uint8 ``(N, h, w, 3)`` (:func:`facetrack.cache.cached_pixels`).
+    Each epoch draws a new order of the ``N`` samples plus ``round(mosaic * N)``
+    2x2 mosaics of four random samples at half size (drawn anew each epoch,
+    :func:`facetrack.dense.mosaic`: small faces, several per image), mirrors
+    half of the images (``flip``, boxes follow) and builds the batch's
+    per-cell targets (:func:`facetrack.dense.dense_targets`). Elements:
+    ``(float32 (B, h, w, 3) 0..255, {"class": (B, Gh, Gw, 1), "bbox": (B, Gh, Gw, 4)})``.
+    """
+    import tensorflow as tf
+
+    from facetrack.dense import dense_targets, flip_boxes
+    from facetrack.dense import mosaic as make_mosaic
+
+    n = len(samples)
+    extra = int(round(float(mosaic) * n)) if n else 0
+    total = n + extra
+    boxes = [s.box_array() for s in samples]
+    rng = np.random.default_rng(seed)
+    gh, gw = int(grid[0]), int(grid[1])
+
+    def gen():
+        order = rng.permutation(total)
+        for i in range(0, total, batch_size):
+            chunk = order[i : i + batch_size]
+            real = np.sort(chunk[chunk < n])
+            xb = np.asarray(pixels[real], np.float32)
+            bb = [boxes[j] for j in real]
+            k = int((chunk >= n).sum())
+            if k:
+                xm, bm = make_mosaic(pixels, boxes, k, int(rng.integers(2**31)))
+                xb, bb = np.concatenate([xb, xm.astype(np.float32)]), bb + list(bm)
+            if flip:
+                mirror = rng.random(len(bb)) < 0.5
+                xb[mirror] = xb[mirror, :, ::-1]
+                bb = [flip_boxes(b) if m else b for b, m in zip(bb, mirror, strict=True)]
+            cls, box = dense_targets(bb, (gh, gw))
+            yield xb, {"class": cls, "bbox": box}
+
+    sig = (
+        tf.TensorSpec((None, *pixels.shape[1:]), tf.float32),
+        {
+            "class": tf.TensorSpec((None, gh, gw, 1), tf.float32),
+            "bbox": tf.TensorSpec((None, gh, gw, 4), tf.float32),
+        },
+    )
+    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    return ds.apply(tf.data.experimental.assert_cardinality(-(-total // batch_size))).prefetch(2)

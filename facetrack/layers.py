@@ -192,3 +192,114 @@ class MirrorBox(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+# --------------------------------------------------------------------------- the dense head (facetrack.dense)
+
+
+@keras.saving.register_keras_serializable(package="facetrack")
+class CellBoxes(layers.Layer):
+    """Raw per-cell box values ``(N, Gh, Gw, 4)`` -> boxes ``(N, Gh, Gw, 4)`` normalized ``[x1, y1, x2, y2]``.
+
+    Channels 0..1 move the centre from the cell centre by ``tanh * reach``
+    cells; channels 2..3 are width and height as a fraction of the image
+    (``sigmoid``). Corners are clipped to [0, 1].
+    """
+
+    def __init__(self, reach: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reach = float(reach)
+
+    def call(self, raw):
+        raw = ops.cast(raw, "float32")
+        shape = ops.shape(raw)
+        gh, gw = shape[1], shape[2]
+        fh, fw = ops.cast(gh, "float32"), ops.cast(gw, "float32")
+        ys = (ops.cast(ops.arange(gh), "float32") + 0.5) / fh
+        xs = (ops.cast(ops.arange(gw), "float32") + 0.5) / fw
+        cx = ops.reshape(xs, (1, 1, -1)) + ops.tanh(raw[..., 0]) * (self.reach / fw)
+        cy = ops.reshape(ys, (1, -1, 1)) + ops.tanh(raw[..., 1]) * (self.reach / fh)
+        half_w = ops.sigmoid(raw[..., 2]) / 2
+        half_h = ops.sigmoid(raw[..., 3]) / 2
+        box = ops.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)
+        return ops.clip(box, 0.0, 1.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "reach": self.reach}
+
+
+def _batch_mean(per_sample_sum, weight_sum):
+    """Scale per-sample sums so that Keras' mean over the batch is ``total / weight_sum``."""
+    n = ops.cast(ops.shape(per_sample_sum)[0], "float32")
+    return per_sample_sum * (n / ops.maximum(weight_sum, 1.0))
+
+
+@keras.saving.register_keras_serializable(package="facetrack")
+class CellScoreLoss(keras.losses.Loss):
+    """Focal binary cross-entropy of the cell scores, averaged over the batch's non-ignored cells.
+
+    ``y_true`` ``(N, Gh, Gw, 1)``: 1 face centre, 0 background, -1 ignored;
+    ``y_pred`` the sigmoid scores. Per cell ``w * (1 - p_t)^gamma * BCE``
+    with ``w = pos_weight`` on positives, 1 on background.
+    """
+
+    def __init__(
+        self, gamma: float = 2.0, pos_weight: float = 4.0, name: str = "cell_score_loss", **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("reduction", "sum_over_batch_size")
+        super().__init__(name=name, **kwargs)
+        self.gamma = float(gamma)
+        self.pos_weight = float(pos_weight)
+
+    def call(self, y_true, y_pred):
+        y = ops.cast(y_true, "float32")[..., 0]
+        p = ops.clip(ops.cast(y_pred, "float32")[..., 0], 1e-6, 1.0 - 1e-6)
+        valid = ops.cast(y >= 0.0, "float32")
+        pos = ops.cast(y > 0.5, "float32")
+        bce = -(pos * ops.log(p) + (1.0 - pos) * ops.log(1.0 - p))
+        pt = pos * p + (1.0 - pos) * (1.0 - p)
+        weight = valid * (pos * self.pos_weight + (1.0 - pos))
+        per = ops.sum(weight * ops.power(1.0 - pt, self.gamma) * bce, axis=(1, 2))
+        return _batch_mean(per, ops.sum(valid))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "gamma": self.gamma, "pos_weight": self.pos_weight}
+
+
+def giou_loss(y_true, y_pred):
+    """``1 - GIoU`` of boxes ``[..., 4]`` ``[x1, y1, x2, y2]`` (element-wise over the leading axes)."""
+    t = ops.cast(y_true, "float32")
+    p = ops.cast(y_pred, "float32")
+    area_t = (t[..., 2] - t[..., 0]) * (t[..., 3] - t[..., 1])
+    area_p = ops.maximum(p[..., 2] - p[..., 0], 0.0) * ops.maximum(p[..., 3] - p[..., 1], 0.0)
+    iw = ops.maximum(ops.minimum(t[..., 2], p[..., 2]) - ops.maximum(t[..., 0], p[..., 0]), 0.0)
+    ih = ops.maximum(ops.minimum(t[..., 3], p[..., 3]) - ops.maximum(t[..., 1], p[..., 1]), 0.0)
+    inter = iw * ih
+    union = ops.maximum(area_t + area_p - inter, 1e-9)
+    cw = ops.maximum(t[..., 2], p[..., 2]) - ops.minimum(t[..., 0], p[..., 0])
+    ch = ops.maximum(t[..., 3], p[..., 3]) - ops.minimum(t[..., 1], p[..., 1])
+    hull = ops.maximum(cw * ch, 1e-9)
+    return 1.0 - (inter / union - (hull - union) / hull)
+
+
+@keras.saving.register_keras_serializable(package="facetrack")
+class CellBoxLoss(keras.losses.Loss):
+    """GIoU loss of the boxes of positive cells, averaged over the batch's positive cells.
+
+    ``y_true`` ``(N, Gh, Gw, 4)``: the face box on positive cells, zeros
+    elsewhere (no area: not counted); ``y_pred`` the cell boxes. A batch
+    without faces gives 0.
+    """
+
+    def __init__(self, name: str = "cell_box_loss", **kwargs: Any) -> None:
+        kwargs.setdefault("reduction", "sum_over_batch_size")
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        t = ops.cast(y_true, "float32")
+        mask = ops.cast((t[..., 2] - t[..., 0]) > 0.0, "float32")
+        per = ops.sum(giou_loss(t, y_pred) * mask, axis=(1, 2))
+        return _batch_mean(per, ops.sum(mask))

@@ -26,7 +26,14 @@ from facetrack.cache import (
     StopRequested,
 )
 from facetrack.data import Sample, targets
-from facetrack.evaluate import compute_metrics, predict_samples, validation_score
+from facetrack.decode import DecodeSettings
+from facetrack.evaluate import (
+    AP_THRESHOLD,
+    detections_of,
+    metrics_from_detections,
+    predict_samples,
+    validation_score,
+)
 from facetrack.runs import RunWriter
 from facetrack.train import BatchProgress, EpochRecord, TrainCallbacks, TrainSettings
 
@@ -40,15 +47,32 @@ ETA_MIN_SECONDS = 1.0
 
 
 def validation_losses(
-    samples: Sequence[Sample], scores: np.ndarray, boxes: np.ndarray
+    samples: Sequence[Sample],
+    scores: np.ndarray,
+    boxes: np.ndarray,
+    settings: TrainSettings | None = None,
+    dense_targets: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[float, float]:
-    """(class loss, box loss) of predictions: the training losses (:func:`facetrack.model.compile_model`)."""
-    from facetrack.model import LocalizationLoss
+    """(class loss, box loss) of predictions: the training losses of the head that made them.
+
+    Per-cell outputs ``(N, Gh, Gw, ...)``: the dense losses
+    (:class:`facetrack.layers.CellScoreLoss`, :class:`facetrack.layers.CellBoxLoss`)
+    against ``dense_targets`` (computed from the samples when None); one box
+    per image: binary cross-entropy and :class:`facetrack.layers.LocalizationLoss`.
+    """
+    from facetrack.layers import CellBoxLoss, CellScoreLoss, LocalizationLoss
 
     if len(samples) == 0:
         return 0.0, 0.0
+    scores = np.asarray(scores, np.float32)
+    if scores.ndim == 4:
+        cls, box = dense_targets or targets(samples, scores.shape[1:3])
+        gamma = settings.focal_gamma if settings is not None else 2.0
+        pos = settings.positive_weight if settings is not None else 4.0
+        score_loss = CellScoreLoss(gamma=gamma, pos_weight=pos)(cls, scores)
+        return float(score_loss), float(CellBoxLoss()(box, np.asarray(boxes, np.float32)))
     cls, box = targets(samples)
-    bce = keras.losses.BinaryCrossentropy()(cls, np.asarray(scores, np.float32).reshape(-1, 1))
+    bce = keras.losses.BinaryCrossentropy()(cls, scores.reshape(-1, 1))
     loc = LocalizationLoss()(box, np.asarray(boxes, np.float32).reshape(-1, 4))
     return float(bce), float(loc)
 
@@ -185,18 +209,36 @@ class Loop:
         self.epoch = 0
         self.bad_epochs = 0
         self._last_checkpoint = 0.0
+        self._val_targets: tuple[np.ndarray, np.ndarray] | None = None
 
     def validate(self, scores: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
+        """Validation figures of raw predictions on the validation samples (a ``history.csv`` row's part).
+
+        ``val_ap50``: AP@0.5 over every face. ``val_score`` (the checkpoint
+        score): that AP for the dense head (presence accuracy when the
+        validation images hold no face); the one-box head keeps its own
+        (:func:`facetrack.evaluate.validation_score`).
+        """
         vs = self.val_samples
-        bce, loc = validation_losses(vs, scores, boxes)
-        m = compute_metrics(vs, scores, boxes, THRESHOLD)
+        scores = np.asarray(scores, np.float32)
+        dense = scores.ndim == 4
+        if dense and self._val_targets is None:
+            self._val_targets = targets(vs, scores.shape[1:3])
+        bce, loc = validation_losses(vs, scores, boxes, self.s, self._val_targets if dense else None)
+        dets = detections_of(scores, boxes, DecodeSettings(threshold=AP_THRESHOLD, nms_iou=self.s.nms_iou))
+        m = metrics_from_detections(vs, dets, THRESHOLD)
+        if dense:
+            score = m.ap50 if m.ap50 is not None else (m.presence_accuracy or 0.0)
+        else:
+            score = validation_score(vs, scores, boxes, THRESHOLD)
         return {
-            "val_loss": self.s.bbox_loss_weight * loc + self.s.class_loss_weight * bce,
+            "val_loss": self.s.bbox_loss_weight * loc + float(self.s.class_loss_weight) * bce,
             "val_class_loss": bce,
             "val_bbox_loss": loc,
             "val_presence_accuracy": m.presence_accuracy or 0.0,
             "val_mean_iou": m.mean_iou if m.mean_iou is not None else 0.0,
-            "val_score": validation_score(vs, scores, boxes, THRESHOLD),
+            "val_score": score,
+            "val_ap50": m.ap50 if m.ap50 is not None else float("nan"),
         }
 
     def end_epoch(
@@ -227,7 +269,7 @@ class Loop:
         run.add_epoch(rec.to_dict(), EpochRecord.columns())
         run.log(
             f"epoch {self.epoch}/{run.epochs} [{phase}] loss {rec.loss:.4f} (class {rec.class_loss:.4f}, "
-            f"box {rec.bbox_loss:.4f}) val: accuracy {rec.val_presence_accuracy:.3f}, mean IoU "
+            f"box {rec.bbox_loss:.4f}) val: AP@0.5 {rec.val_ap50:.3f}, accuracy {rec.val_presence_accuracy:.3f}, mean IoU "
             f"{rec.val_mean_iou:.3f}, score {rec.val_score:.4f}{' (best)' if improved else ''} in {seconds:.1f}s"
         )
         run.status("running", f"epoch {self.epoch} of {run.epochs} done")
@@ -309,4 +351,4 @@ class Trainer:
         return {"class": float(self.s.class_loss_weight), "bbox": float(self.s.bbox_loss_weight)}
 
     def predict_images(self, model: Any) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
-        return lambda: predict_samples(model, self.val_samples, self.s.input_size, self.s.batch_size)
+        return lambda: predict_samples(model, self.val_samples, self.s.input_hw, self.s.batch_size)

@@ -43,7 +43,7 @@ import numpy as np
 
 from facetrack.cache import StopRequested
 from facetrack.data import Sample
-from facetrack.runs import RunWriter
+from facetrack.runs import RunWriter, input_hw
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,39 @@ BACKBONES = ("vgg16", "compact")
 # defaults to CLI_BACKBONE, which trains offline (no weights to download).
 DEFAULT_BACKBONE = "vgg16"
 CLI_BACKBONE = "compact"
+HEADS = ("dense", "single")
 _BACKBONE_DEFAULTS = {
     "vgg16": {"epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "patience": 8},
     "compact": {"epochs": 8, "batch_size": 32, "learning_rate": 3e-3, "patience": 6},
+}
+# The dense (multi-face) head's defaults, measured with benchmarks/dense_research.py
+# (benchmarks/README.md): 4:3 input, focal score loss weighted against the GIoU box loss.
+_DENSE_DEFAULTS: dict[str, Any] = {
+    "input_size": [120, 160],
+    "class_loss_weight": 20.0,
+    "ema_decay": 0.995,
+}
+_DENSE_BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "compact": {"epochs": 10, "mosaic": 0.0},
+    "vgg16": {"mosaic": 0.0},
+}
+_SINGLE_DEFAULTS: dict[str, Any] = {
+    "input_size": 120,
+    "class_loss_weight": 0.5,
+    "ema_decay": 0.998,
+    "mosaic": 0.0,
 }
 THRESHOLD = 0.5
 
 
 @dataclass
 class TrainSettings:
-    """What the user chose for one training. ``None`` fields take the backbone's default.
+    """What the user chose for one training. ``None`` fields take the backbone's (and head's) default.
 
+    ``head``: ``"dense"`` (every face: a score and a box per cell, the
+    default) or ``"single"`` (the tutorial's one face per photo, as runs
+    before the dense head). ``input_size``: ``S`` (square) or ``[h, w]``
+    (dense default ``[120, 160]``, the webcam's 4:3; single 120).
     ``weights``: ``"imagenet"``, ``"none"`` (random) or a path to VGG16 notop
     weights (ignored by ``compact``). ``fine_tune`` (vgg16): after the head
     converges, also train block5 for ``fine_tune_epochs`` at
@@ -74,7 +96,8 @@ class TrainSettings:
 
     backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
-    input_size: int = 120
+    head: str = "dense"
+    input_size: int | list[int] | None = None
     epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
@@ -85,17 +108,22 @@ class TrainSettings:
     seed: int = 42
     name: str = ""
     strategy: str = "default"
-    class_loss_weight: float = 0.5
+    class_loss_weight: float | None = None  # dense 20 (focal loss is small), single 0.5 (the tutorial's)
     bbox_loss_weight: float = 1.0
+    focal_gamma: float = 2.0  # dense: focal loss exponent of the cell scores
+    positive_weight: float = 4.0  # dense: weight of a face cell against a background cell
+    nms_iou: float = 0.4  # dense: decoding's non-maximum suppression overlap (saved in decode.json)
+    # dense, compact: add this share of 2x2 mosaics of four training images per epoch (small faces)
+    mosaic: float | None = None
     flip: bool = True
     weight_decay: float = (
         0.05  # compact: AdamW decoupled weight decay (against overfitting a few hundred photos)
     )
-    jitter: float = 0.15  # compact: random crop (keeping the face) of up to this share per side, each epoch
+    jitter: float = 0.15  # compact, single head: random crop (keeping the face) of up to this share per side
     # compact: validate, keep and export the exponential moving average of the weights
     # (Polyak averaging, this decay per batch; 0 = off): steadier than the last batch's weights.
-    ema_decay: float = 0.998
-    # compact: the saved model also looks at the mirror image and averages (model.with_mirror_average)
+    ema_decay: float | None = None
+    # compact, single head: the saved model also looks at the mirror image and averages
     mirror_average: bool = True
     export_tflite: bool = True  # also write model.tflite at the end (facetrack.export)
 
@@ -104,17 +132,37 @@ class TrainSettings:
             raise ValueError(
                 f"unknown backbone {self.backbone!r}; choose one of {', '.join(_BACKBONE_DEFAULTS)}"
             )
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if self.weights is None:
             self.weights = "none"
         self.weights = str(self.weights)
-        for key, value in _BACKBONE_DEFAULTS[self.backbone].items():
+        defaults = dict(_BACKBONE_DEFAULTS[self.backbone])
+        if self.head == "dense":
+            defaults.update(_DENSE_DEFAULTS)
+            defaults.update(_DENSE_BACKBONE_DEFAULTS[self.backbone])
+        else:
+            defaults.update(_SINGLE_DEFAULTS)
+        for key, value in defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
             raise ValueError("epochs and batch size must be at least 1")
-        self.input_size = int(self.input_size)
+        h, w = input_hw(self.input_size)
+        if self.head == "single" and h != w:
+            raise ValueError(f"the one-face head needs a square input, got {h}x{w}")
+        self.input_size = h if h == w else [h, w]
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """``(h, w)`` of the model input."""
+        return input_hw(self.input_size)
+
+    @property
+    def dense(self) -> bool:
+        return self.head == "dense"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +203,7 @@ class EpochRecord:
     val_score: float
     seconds: float
     phase: str = "train"
+    val_ap50: float = float("nan")  # AP@0.5 over every face of the validation images
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,9 +250,11 @@ class TrainCallbacks:
 def _counts(train_samples: Sequence[Sample], val_samples: Sequence[Sample]) -> dict[str, int]:
     return {
         "train": len(train_samples),
-        "train_faces": sum(s.box is not None for s in train_samples),
+        "train_faces": sum(s.has_face for s in train_samples),
+        "train_face_boxes": sum(len(s.boxes) for s in train_samples),
         "val": len(val_samples),
-        "val_faces": sum(s.box is not None for s in val_samples),
+        "val_faces": sum(s.has_face for s in val_samples),
+        "val_face_boxes": sum(len(s.boxes) for s in val_samples),
     }
 
 

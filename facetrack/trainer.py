@@ -22,8 +22,8 @@ from facetrack.cache import (
     cached_pixels,
     fast_feature_model,
 )
-from facetrack.data import Sample, feature_dataset, pixel_dataset
-from facetrack.evaluate import predict_samples, unpack_predictions, validation_score
+from facetrack.data import Sample, dense_pixel_dataset, feature_dataset, pixel_dataset
+from facetrack.evaluate import AP_THRESHOLD, detections_of, predict_samples, truths_of, unpack_predictions
 from facetrack.loop import THRESHOLD, Trainer, WeightAverage
 from facetrack.runs import RunWriter
 from facetrack.train import TrainCallbacks, TrainSettings
@@ -31,20 +31,48 @@ from facetrack.train import TrainCallbacks, TrainSettings
 log = logging.getLogger(__name__)
 
 
+def _compile(model: Any, s: TrainSettings, loss_weights: dict[str, float], optimizer: Any) -> None:
+    """Compile with the losses of ``s.head`` (dense: focal cell scores + GIoU cell boxes)."""
+    if s.dense:
+        from facetrack.dense import compile_dense
+
+        compile_dense(model, optimizer, loss_weights, gamma=s.focal_gamma, pos_weight=s.positive_weight)
+    else:
+        from facetrack.model import compile_model
+
+        compile_model(model, optimizer=optimizer, loss_weights=loss_weights)
+
+
+def _grid(model: Any) -> tuple[int, int]:
+    """``(Gh, Gw)`` of a dense model's (or head's) ``class`` output."""
+    out = model.output["class"] if isinstance(model.output, dict) else model.outputs[0]
+    return int(out.shape[1]), int(out.shape[2])
+
+
 class CompactTrainer(Trainer):
-    """The compact backbone, end to end on the pixel cache, jittered, with the weight average."""
+    """The compact backbone, end to end on the pixel cache, with the weight average.
+
+    Dense head: each epoch mirrors half of the images and adds ``mosaic``
+    mosaics (:func:`facetrack.data.dense_pixel_dataset`). One-box head: a
+    random crop keeping the face (``jitter``) and mirror, and the saved model
+    is mirror-averaged.
+    """
 
     def for_saving(self, full: Any) -> Any:
         from facetrack.model import with_mirror_average
 
-        return with_mirror_average(full) if self.s.mirror_average else full
+        return with_mirror_average(full) if self.s.mirror_average and not self.s.dense else full
 
     def train(self, strategy: Any) -> None:
-        from facetrack.model import build_model, compile_model
+        from facetrack.model import build_model
 
         s = self.s
+        if s.dense and float(s.mosaic) > 0:  # the epoch also holds the mosaics
+            n = len(self.train_samples)
+            self.n_batches = -(-(n + int(round(float(s.mosaic) * n))) // s.batch_size)
+            self.loop.reporter.total = max(self.n_batches * s.epochs, 1)
         with strategy.scope():
-            model = build_model("compact", None, s.input_size)
+            model = build_model("compact", None, s.input_hw, head=s.head)
             steps = self.n_batches * s.epochs
             lr = keras.optimizers.schedules.CosineDecay(
                 0.0,
@@ -54,13 +82,18 @@ class CompactTrainer(Trainer):
                 warmup_steps=min(self.n_batches, steps // 10),
             )
             opt = keras.optimizers.AdamW(lr, weight_decay=float(s.weight_decay))
-            compile_model(model, optimizer=opt, loss_weights=self.loss_weights())
-        self.run.log(f"compact model: {model.count_params():,} parameters")
+            _compile(model, s, self.loss_weights(), opt)
+        self.run.log(f"compact model ({s.head} head): {model.count_params():,} parameters")
         self.final_model = model
-        pixels = cached_pixels(self.train_samples, s.input_size, self.cache_dir, self.cb)
-        ds = pixel_dataset(
-            pixels, self.train_samples, s.batch_size, True, s.seed, flip=s.flip, jitter=float(s.jitter)
-        )
+        pixels = cached_pixels(self.train_samples, s.input_hw, self.cache_dir, self.cb)
+        if s.dense:
+            ds = dense_pixel_dataset(
+                pixels, self.train_samples, s.batch_size, _grid(model), s.seed, s.flip, float(s.mosaic)
+            )
+        else:
+            ds = pixel_dataset(
+                pixels, self.train_samples, s.batch_size, True, s.seed, flip=s.flip, jitter=float(s.jitter)
+            )
         if float(s.ema_decay) > 0:
             self.loop.average = WeightAverage(float(s.ema_decay))
         self.loop.fit(model, ds, self.n_batches, s.epochs, self.predict_images(model), "train")
@@ -109,17 +142,20 @@ class Vgg16Trainer(Trainer):
         self.loop.best_weights = self.final_model.get_weights()
 
     def train(self, strategy: Any) -> None:
-        from facetrack.model import build_parts, compile_model
+        from facetrack.model import build_parts
 
         s = self.s
         with strategy.scope():
-            self.feature_model, head_model = build_parts("vgg16", s.weights, s.input_size)
-            compile_model(head_model, s.learning_rate, loss_weights=self.loss_weights())
+            self.feature_model, head_model = build_parts("vgg16", s.weights, s.input_hw, s.head)
+            _compile(head_model, s, self.loss_weights(), keras.optimizers.Adam(float(s.learning_rate)))
+        grid = _grid(head_model) if s.dense else None
         ftrain, fval = self._features(s)
-        ds = feature_dataset(ftrain, self.train_samples, s.batch_size, shuffle=True, seed=s.seed)
+        ds = feature_dataset(ftrain, self.train_samples, s.batch_size, shuffle=True, seed=s.seed, grid=grid)
 
         def predict_val() -> tuple[np.ndarray, np.ndarray]:
-            batches = feature_dataset(fval, self.val_samples, s.batch_size, False, 0).map(lambda x, y: x)
+            batches = feature_dataset(fval, self.val_samples, s.batch_size, False, 0, grid).map(
+                lambda x, y: x
+            )
             return unpack_predictions(head_model.predict(batches, verbose=0))
 
         try:
@@ -130,7 +166,7 @@ class Vgg16Trainer(Trainer):
             self._fine_tune(strategy, head_model)
 
     def _fine_tune(self, strategy: Any, head_model: Any) -> None:
-        from facetrack.model import compile_model, compose
+        from facetrack.model import compose
 
         s = self.s
         self.run.log("fine-tuning block5 of VGG16")
@@ -141,12 +177,18 @@ class Vgg16Trainer(Trainer):
             layer.trainable = layer.name.startswith("block5")
         with strategy.scope():
             full = compose(self.feature_model, head_model)
-            compile_model(full, s.fine_tune_learning_rate, loss_weights=self.loss_weights())
+            opt = keras.optimizers.Adam(float(s.fine_tune_learning_rate))
+            _compile(full, s, self.loss_weights(), opt)
         self.final_model = full
         self.phase = "fine_tune"
         self.loop.bad_epochs = 0
-        pixels = cached_pixels(self.train_samples, s.input_size, self.cache_dir, self.cb)
-        ds_img = pixel_dataset(pixels, self.train_samples, s.batch_size, True, s.seed, flip=s.flip)
+        pixels = cached_pixels(self.train_samples, s.input_hw, self.cache_dir, self.cb)
+        if s.dense:
+            ds_img = dense_pixel_dataset(
+                pixels, self.train_samples, s.batch_size, _grid(full), s.seed, s.flip
+            )
+        else:
+            ds_img = pixel_dataset(pixels, self.train_samples, s.batch_size, True, s.seed, flip=s.flip)
         self.loop.fit(full, ds_img, self.n_batches, self.ft_epochs, self.predict_images(full), "fine_tune")
 
 
@@ -164,15 +206,15 @@ def make_strategy(name: str) -> Any:
 
 
 def _save_best(trainer: Trainer, state: str, callbacks: TrainCallbacks) -> None:
-    """Put the best weights in the final model and save it (and its TFLite export)."""
+    """Put the best weights in the final model, save it, its decoding settings and its TFLite export."""
     loop, run, s = trainer.loop, trainer.run, trainer.s
     model = trainer.final_model
     if model is None:
         return
     if loop.best_weights is None and state == "stopped":
         # Stopped before the first validation: validate what we have so that the file exists.
-        scores, boxes = predict_samples(model, trainer.val_samples, s.input_size, s.batch_size)
-        run.best_score = validation_score(trainer.val_samples, scores, boxes, THRESHOLD)
+        scores, boxes = predict_samples(model, trainer.val_samples, s.input_hw, s.batch_size)
+        run.best_score = loop.validate(scores, boxes)["val_score"]
         run.best_epoch = loop.epoch
         loop.best_weights = model.get_weights()
     if loop.best_weights is None:
@@ -181,8 +223,26 @@ def _save_best(trainer: Trainer, state: str, callbacks: TrainCallbacks) -> None:
     model = trainer.for_saving(model)
     run.save_model(model)
     run.log(f"saved the best model (epoch {run.best_epoch}, validation score {run.best_score:.4f})")
+    _save_decode_settings(model, trainer)
     if s.export_tflite:
         _export(model, run, callbacks)
+
+
+def _save_decode_settings(model: Any, trainer: Trainer) -> None:
+    """``decode.json``: the score threshold that serves faces and photos best on validation, and the NMS."""
+    from facetrack.decode import DecodeSettings, save_decode_settings
+    from facetrack.metrics import best_threshold
+
+    s, run = trainer.s, trainer.run
+    settings = DecodeSettings(threshold=THRESHOLD, nms_iou=float(s.nms_iou))
+    if trainer.val_samples:
+        scores, boxes = predict_samples(model, trainer.val_samples, s.input_hw, s.batch_size)
+        dets = detections_of(scores, boxes, settings.replace(threshold=AP_THRESHOLD))
+        settings = settings.replace(threshold=best_threshold(dets, truths_of(trainer.val_samples)))
+    save_decode_settings(run.dir, settings)
+    run.log(
+        f"score threshold {settings.threshold:g} (chosen on the validation images), NMS IoU {settings.nms_iou:g}"
+    )
 
 
 def _export(model: Any, run: RunWriter, callbacks: TrainCallbacks) -> None:
