@@ -252,12 +252,10 @@ def make_face_project(
     copies: int | None = None,
     output_size: int = 128,
     extra_records: list[dict] | None = None,
-    n_multi: int = 0,
 ):
     """A project of shared photos labelled with their true boxes; with ``copies``, also its training set.
 
-    ``extra_records`` (e.g. the fake camera's photos) are added first;
-    ``n_multi`` group photos (every face labelled) after the one-face photos.
+    ``extra_records`` (e.g. the fake camera's photos) are added first.
     Returns the :class:`facetrack.workspace.Project`.
     """
     from facetrack.augment import AugmentSettings, generate
@@ -269,7 +267,6 @@ def make_face_project(
     seen = {r["path"] for r in records}
     records += [r for r in face_records(min_face_share=0.25, max_face_share=0.8) if r["path"] not in seen]
     records = [dict(r, boxes=[r["box"]]) for r in records[:n_faces]]
-    records += multi_records(n_multi) if n_multi else []
     for i, rec in enumerate(records):
         info = project.add_image(
             rec["path"].read_bytes(), original_name=rec["path"].name, origin="import", burst=f"face{i}"
@@ -295,7 +292,11 @@ def make_face_project(
 
 
 def camera_samples(
-    project, stills: list[tuple[np.ndarray, list[list[float]]]], copies: int = 12, seed: int = 0
+    project,
+    stills: list[tuple[np.ndarray, list[list[float]]]],
+    copies: int = 12,
+    seed: int = 0,
+    prefix: str = "cam",
 ):
     """Extra training samples: the fake camera's own frames (every face boxed), slightly shifted and rescaled.
 
@@ -319,55 +320,80 @@ def camera_samples(
             img = cv2.warpAffine(frame, m, (w, h), borderValue=LETTERBOX_RGB)
             img = np.clip(img.astype(np.float32) * rng.uniform(0.85, 1.15), 0, 255).astype(np.uint8)
             moved = [
-                Box.from_pixels(
-                    [
-                        b[0] * scale + m[0, 2],
-                        b[1] * scale + m[1, 2],
-                        b[2] * scale + m[0, 2],
-                        b[3] * scale + m[1, 2],
-                    ],
-                    w,
-                    h,
-                )
-                for b in boxes
+                Box.from_pixels(p, w, h)
+                for p in ([v * scale + m[k % 2, 2] for k, v in enumerate(b)] for b in boxes)
+                if visible_share(p, w, h) >= 0.5  # a face mostly cut off is no target
             ]
-            path = folder / f"cam{k}_{c}.jpg"
+            path = folder / f"{prefix}{k}_{c}.jpg"
             cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-            samples.append(make_sample(path, moved, f"cam{k}"))
+            samples.append(make_sample(path, moved, f"{prefix}{k}"))
     return samples
+
+
+def visible_share(box: Sequence[float], w: int, h: int) -> float:
+    """The share of a pixel box's area inside a ``w`` x ``h`` frame."""
+    x1, y1, x2, y2 = box
+    area = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
+    inside = max(min(x2, w) - max(x1, 0.0), 0.0) * max(min(y2, h) - max(y1, 0.0), 0.0)
+    return inside / area if area > 0 else 0.0
 
 
 def make_sample(path: Path, boxes: list, source_id: str):
     """A :class:`facetrack.data.Sample` of ``path`` with its normalized face boxes."""
     from facetrack.data import Sample
 
-    return Sample(
-        path=path, box=boxes[0] if boxes else None, source_id=source_id
-    )  # one-face API until the merge
+    return Sample(path=path, boxes=tuple(boxes), source_id=source_id)
 
 
-def train_live_model(root: Path, name: str, pairs: list[tuple[dict, dict]], epochs: int = 12) -> Path:
+def group_stills(limit: int, size=(640, 480)) -> list[tuple[np.ndarray, list[list[float]]]]:
+    """Group photos of the shared set squeezed to ``size`` (as the detector sees a frame), every face boxed."""
+    w, h = size
+    out = []
+    for rec in multi_records():
+        if len(out) >= limit:
+            break
+        if len(rec["boxes"]) > 6:  # crowds: faces too small for the camera's model
+            continue
+        sx, sy = w / rec["width"], h / rec["height"]
+        frame = cv2.resize(load_rgb(rec["path"]), (w, h), interpolation=cv2.INTER_AREA)
+        out.append((frame, [[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] for b in rec["boxes"]]))
+    return out
+
+
+def train_live_model(
+    root: Path, name: str, pairs: list[tuple[dict, dict]], epochs: int = 24, n_groups: int = 20
+) -> Path:
     """Build project ``name`` in workspace ``root`` and train a compact model that finds the camera's faces.
 
     ``pairs``: the photo pairs the two-face camera shows (:func:`camera_pairs`).
-    The project holds one-face photos (the camera's people first), group
-    photos and photos without a face; training adds the camera's own two-face
-    frames. Returns the run folder (``model.keras`` and ``model.tflite`` inside).
-    Meant to run in its own process (it imports TensorFlow):
+    The project holds one-face photos (the camera's people first) and photos
+    without a face; training adds the camera's own two-face frames and
+    ``n_groups`` group photos (:func:`group_stills`), every face boxed.
+    Returns the run folder (``model.keras`` and ``model.tflite`` inside). Meant to run in its own process (it imports TensorFlow):
     ``python tests/e2e/fakecam.py train-live ROOT NAME``.
     """
     from facetrack.tasks import load_samples
     from facetrack.train import TrainSettings, train
 
     camera_records = [r for pair in pairs for r in pair]
-    project = make_face_project(
-        root, name, n_faces=40, n_empty=12, copies=6, extra_records=camera_records, n_multi=20
-    )
+    project = make_face_project(root, name, n_faces=40, n_empty=12, copies=6, extra_records=camera_records)
     stills = [pair_frame(a, b) for a, b in pairs]
-    train_samples = load_samples(project, "train") + camera_samples(project, stills)
-    val_samples = load_samples(project, "val") + camera_samples(project, stills, copies=2, seed=1)
+    groups = group_stills(n_groups)
+    train_samples = (
+        load_samples(project, "train")
+        + camera_samples(project, stills, copies=24)
+        + camera_samples(project, groups, copies=3, seed=2, prefix="group")
+    )
+    val_samples = load_samples(project, "val") + camera_samples(project, stills, copies=4, seed=1)
+    # a short training (about 10 batches an epoch): a short weight average, every epoch counts
     settings = TrainSettings(
-        backbone="compact", weights="none", epochs=epochs, batch_size=32, name="e2e-live"
+        backbone="compact",
+        weights="none",
+        epochs=epochs,
+        patience=epochs,
+        batch_size=32,
+        ema_decay=0.98,
+        name="e2e-live",
     )
     run_dir = project.runs_dir / "20260101-000000-e2e-live"
     result = train(train_samples, val_samples, settings, run_dir)
