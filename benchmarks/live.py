@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 
     frames, source = load_frames(args.frames, args.data)
     print(f"frames: {len(frames)} {source}; LiteRT threads: {args.threads}", flush=True)
+    print("compact multi-face rows: two of these photos side by side in each frame", flush=True)
     results: dict[str, list[float]] = {}
     extra: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
