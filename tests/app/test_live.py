@@ -96,6 +96,32 @@ def test_threshold_starts_at_the_runs_own(app, workspace: Path, model_file: Path
     assert at.slider(key="live_threshold").value == pytest.approx(0.6)
 
 
+@pytest.fixture(scope="module")
+def dense_model_file(tmp_path_factory) -> Path:
+    """A multi-face (dense head) compact model, random weights, 96x128 (4:3)."""
+    from facetrack.model import build_model
+
+    path = tmp_path_factory.mktemp("dense") / "dense.keras"
+    build_model("compact", weights="none", input_size=(96, 128), head="dense").save(path)
+    return path
+
+
+def test_photo_with_a_multi_face_model_lists_every_face(app, workspace: Path, dense_model_file: Path) -> None:
+    project = create_project("many", workspace)
+    write_run(project, model_from=dense_model_file, input_size=[96, 128])
+    at = app(LIVE, project="many")
+    no_exception(at)
+    assert "input 128×96 pixels" in _captions(at)
+    at.slider(key="live_threshold").set_value(0.0).run()  # every cell is a face; NMS keeps the distinct ones
+    at.camera_input(key="live_camera_photo").set_value(
+        ("group.jpg", jpeg_bytes(make_photo(5, (320, 240))), "image/jpeg")
+    ).run()
+    no_exception(at)
+    (found,) = [s.value for s in at.success]
+    n = int(re.match(r"Found (\d+) faces \(scores ", found).group(1))
+    assert n > 1 and found.count(",") == n - 1, found  # one score per face
+
+
 def test_litert_model_is_used_when_present(app, workspace: Path, model_file: Path, tflite_file: Path) -> None:
     project = create_project("fast", workspace)
     run = write_run(project, model_from=model_file)

@@ -143,7 +143,7 @@ def test_edge_check_needs_a_box_on_each_face(fake_camera):
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(480)  # with the wait for the live model (conftest.LIVE_TRAIN_TIMEOUT)
 def test_live_video_shows_a_box_on_each_of_two_faces_at_camera_speed(page, app_server, live_run, fake_camera):
     boxes = fake_camera["boxes"]
     assert boxes, "the live test needs the two-face video (shared data)"
