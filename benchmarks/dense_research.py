@@ -276,8 +276,9 @@ def main() -> None:  # noqa: C901 - a linear research script
 
     import keras
 
+    from facetrack.data import dense_batches
     from facetrack.decode import DecodeSettings, save_decode_settings
-    from facetrack.dense import TargetSettings, compile_dense, dense_batches, output_grid
+    from facetrack.dense import TargetSettings, compile_dense, output_grid
     from facetrack.metrics import best_threshold
     from facetrack.model import build_model
 
@@ -297,7 +298,7 @@ def main() -> None:  # noqa: C901 - a linear research script
     compile_dense(
         model, opt, {"class": args.class_weight, "bbox": 1.0}, gamma=args.gamma, pos_weight=args.pos_weight
     )
-    ds = dense_batches(x, boxes, args.batch, grid, tset, args.seed)
+    ds = dense_batches(x, boxes, args.batch, grid, tset, args.seed, drop_remainder=True)
     t0 = time.perf_counter()
     hist = model.fit(ds, epochs=args.epochs, verbose=2)
     t_train = time.perf_counter() - t0

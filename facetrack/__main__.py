@@ -117,6 +117,7 @@ def _augment_settings(args: argparse.Namespace, project: Any) -> Any:
         doc["copies_per_image"] = args.copies
     if args.size is not None:
         doc["output_size"] = args.size
+        doc["output_height"] = round(args.size * 3 / 4)  # 4:3, as webcam frames
     try:
         return AugmentSettings.from_dict(doc)
     except (TypeError, ValueError) as exc:
@@ -144,11 +145,25 @@ def cmd_augment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_size(text: str) -> int | list[int]:
+    """``S`` or ``HxW`` (e.g. ``120x160``) from the command line."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not S or HxW (e.g. 120x160)") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return parts
+    raise argparse.ArgumentTypeError(f"{text!r} is not S or HxW (e.g. 120x160)")
+
+
 def _train_settings(args: argparse.Namespace) -> Any:
     """The command line's TrainSettings: what was given, else the CLI's backbone and the library's defaults."""
     from facetrack.train import TrainSettings
 
-    keys = ("backbone", "weights", "epochs", "batch_size", "learning_rate", "input_size", "name", "strategy")
+    keys = ("backbone", "head", "weights", "epochs", "batch_size", "learning_rate", "input_size", "name",
+            "strategy")  # fmt: skip
     doc = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.fine_tune:
         doc["fine_tune"] = True
@@ -212,7 +227,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if outcome.metrics is not None:
         m = outcome.metrics
         print(
-            f"test split: presence accuracy {m.presence_accuracy:.3f}, mean IoU {_num(m.mean_iou)}",
+            f"test split: AP@0.5 over {m.faces} faces {_num(m.ap50)}, presence accuracy "
+            f"{_num(m.presence_accuracy)}, mean IoU {_num(m.mean_iou)}",
             file=sys.stderr,
         )
     result = outcome.result
@@ -351,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("augment", "generate the augmented training set (train split only)")
     p.add_argument("--project", required=True, help="project folder or name")
     p.add_argument("--copies", type=int, help="augmented copies per training photo (default 20)")
-    p.add_argument("--size", type=int, help="side of the generated square images (default 160)")
+    p.add_argument("--size", type=int, help="width of the generated 4:3 images (default 160)")
     p.add_argument("--settings", help="JSON file of augmentation settings (as the app writes)")
     p.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: one per core, 0 = none)"
@@ -368,7 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--learning-rate", dest="learning_rate", type=float)
     p.add_argument(
-        "--input-size", dest="input_size", type=int, help="model input side in pixels (default 120)"
+        "--input-size",
+        dest="input_size",
+        type=_input_size,
+        help="model input in pixels: S (square) or HxW (default 120x160 for the dense head, 120 for single)",
+    )
+    p.add_argument(
+        "--head",
+        choices=["dense", "single"],
+        help="dense: every face (default); single: one face per photo, as runs before multi-face",
     )
     p.add_argument(
         "--fine-tune", dest="fine_tune", action="store_true", help="vgg16: also train the last block"
@@ -384,11 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate", "measure a run on its project's test split")
     p.add_argument("--project", help="project folder or name")
     p.add_argument("--run", help="run folder (default: the project's latest run)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--threshold", type=float, help="score threshold (default: the run's, chosen on validation)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
-    p = add("detect", "find the face in photos with a trained run")
+    p = add("detect", "find every face in photos with a trained run (highest score first)")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--json", action="store_true", help="one JSON line per image")
     p.add_argument("--threshold", type=float, default=0.5)

@@ -1,23 +1,28 @@
 """Augmentation: what the app's sliders set, the albumentations pipeline, preview and generation.
 
 Only the train split is augmented. Validation and test images are stored once,
-resized to the same square size without any other change, so a model is never
+resized to the same ``output_size x output_height`` (4:3, as webcam frames
+and the dense model's input) without any other change, so a model is never
 trained on a copy of an image it is tested on.
 
-Visibility rule: a crop or rotation that leaves less than
-``AugmentSettings.min_visibility`` (60% by default) of a face's box area inside
-the image drops that box, and the copy becomes a "no face" example. Boxes that
-stay are clipped to the image. Boxes are normalized ``[x1, y1, x2, y2]``.
+Every face box follows each transform. Visibility rule: a crop or rotation
+that leaves less than ``AugmentSettings.min_visibility`` of a face's box area
+inside the image drops that face; the others stay (clipped to the image), and
+the copy becomes a "no face" example only when no face is left. Boxes are
+normalized ``[x1, y1, x2, y2]``.
 
 Layout on disk (``<project>/augmented/``)::
 
     settings.json                   the AugmentSettings used
-    train/<image id>_<k>.jpg        k = 0 .. copies_per_image - 1
-    train/<image id>.json           {"source", "split", "key", "copies": [{"file", "box"}]}
+    train/<image id>_<k>.jpg        k = 0 .. copies - 1
+    train/<image id>.json           {"source", "split", "key", "copies": [{"file", "boxes", "box", "bytes"}]}
     val/<image id>_0.jpg, val/<image id>.json, test/... the same with one plain copy
 
 The per-image JSON is written last, so it marks a finished image: generation
-resumes by skipping images whose JSON matches the current settings.
+resumes by skipping images whose JSON matches the current settings. ``boxes``
+lists every face of a copy (``box``, its first face, is what sets made before
+multi-face training stored); the key includes :data:`FORMAT`, so a set made
+before is stale and generated again.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -51,17 +56,22 @@ with warnings.catch_warnings():
     import albumentations as A
 
 JPEG_QUALITY = 92
+FORMAT = 2  # 2: every face of a copy in "boxes", 4:3 copies (1: one "box", square copies)
 
 
 @dataclass(frozen=True)
 class AugmentSettings:
     """Every knob the augment page shows. Probabilities are in [0, 1]."""
 
-    copies_per_image: int = 20  # augmented copies of each training photo (the tutorial made 60)
-    output_size: int = 160  # side of the square images written (>= the model's input size)
+    # Defaults: the best configuration of benchmarks/dense_research.py (benchmarks/README.md).
+    copies_per_image: int = 5  # augmented copies of each training photo (the tutorial made 60)
+    # copies of a training photo with two faces or more (0: copies_per_image): few such photos, many faces
+    multi_face_copies: int = 16
+    output_size: int = 160  # width of the images written (>= the model's input width)
+    output_height: int = 120  # their height (0: square); 160x120 is the webcam's 4:3
     crop_probability: float = 0.8  # share of copies that are a random crop (others: the whole photo)
     crop_scale_min: float = 0.3  # smallest crop, as a share of the photo's area
-    zoom_out: float = 0.4  # shrink the photo by up to this share on a plain border (small, far faces)
+    zoom_out: float = 0.45  # shrink the photo by up to this share on a plain border (small, far faces)
     zoom_out_probability: float = 0.3  # chance of a zoom-out
     horizontal_flip: bool = True  # mirror half of the copies
     vertical_flip: bool = False  # faces are not upside down: off by default
@@ -74,7 +84,8 @@ class AugmentSettings:
     # chance of a grayscale copy: faces come in grayscale too, so colour alone must not decide
     grayscale_probability: float = 0.15
     rotation: int = 10  # +- degrees
-    min_visibility: float = 0.6  # a face box keeping less than this share becomes "no face"
+    rotation_probability: float = 0.4  # chance of a rotation
+    min_visibility: float = 0.5  # a face keeping less than this share of its box is dropped
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,12 +94,17 @@ class AugmentSettings:
             problems.append("copies per image must be between 1 and 500")
         if not 32 <= self.output_size <= 1024:
             problems.append("output size must be between 32 and 1024 pixels")
+        if self.output_height and not 32 <= self.output_height <= 1024:
+            problems.append("output height must be between 32 and 1024 pixels (or 0: square)")
+        if not 0 <= self.multi_face_copies <= 500:
+            problems.append("copies of a photo with several faces must be between 0 and 500")
         for name in (
             "crop_probability",
             "crop_scale_min",
             "color_probability",
             "blur_probability",
             "grayscale_probability",
+            "rotation_probability",
             "min_visibility",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -110,15 +126,25 @@ class AugmentSettings:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in names})
 
+    @property
+    def output_hw(self) -> tuple[int, int]:
+        """``(height, width)`` of the images written."""
+        return (self.output_height or self.output_size), self.output_size
+
+    def copies_for(self, faces: int) -> int:
+        """Copies of a training photo with ``faces`` faces."""
+        return self.multi_face_copies if faces >= 2 and self.multi_face_copies else self.copies_per_image
+
     def key(self) -> str:
         """A short hash of the settings; changes whenever any setting changes."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        text = json.dumps({**self.to_dict(), "format": FORMAT}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def build_pipeline(settings: AugmentSettings) -> A.Compose:
-    """The albumentations pipeline for the train split (square ``output_size`` images)."""
-    s = settings.output_size
+    """The albumentations pipeline for the train split (``output_hw`` images, every box follows)."""
+    h, w = settings.output_hw
+    aspect = w / h
     transforms: list[Any] = []
     if settings.rotation > 0:
         transforms.append(
@@ -126,7 +152,7 @@ def build_pipeline(settings: AugmentSettings) -> A.Compose:
                 limit=(-settings.rotation, settings.rotation),
                 rotate_method="ellipse",
                 border_mode=cv2.BORDER_REFLECT_101,
-                p=0.5,
+                p=settings.rotation_probability,
             )
         )
     if settings.zoom_out > 0 and settings.zoom_out_probability > 0:
@@ -147,9 +173,12 @@ def build_pipeline(settings: AugmentSettings) -> A.Compose:
         A.OneOf(
             [
                 A.RandomResizedCrop(
-                    size=(s, s), scale=(settings.crop_scale_min, 1.0), ratio=(0.6, 1.6), p=max(crop_p, 1e-9)
+                    size=(h, w),
+                    scale=(settings.crop_scale_min, 1.0),
+                    ratio=(aspect * 0.6, aspect * 1.4),
+                    p=max(crop_p, 1e-9),
                 ),
-                A.Resize(s, s, p=max(1.0 - crop_p, 1e-9)),
+                A.Resize(h, w, p=max(1.0 - crop_p, 1e-9)),
             ],
             p=1.0,
         )
@@ -199,43 +228,61 @@ def _working_copy(rgb: np.ndarray, output_size: int) -> np.ndarray:
     return cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
 
 
+def _as_boxes(boxes: Box | Sequence[Box] | None) -> list[Box]:
+    if boxes is None:
+        return []
+    if isinstance(boxes, Box):
+        return [boxes]
+    return list(boxes)
+
+
 def augment_image(
-    rgb: np.ndarray, box: Box | None, settings: AugmentSettings, count: int, seed: int
-) -> list[tuple[np.ndarray, Box | None]]:
-    """``count`` augmented copies of one RGB photo, each with its face box or None."""
+    rgb: np.ndarray, boxes: Box | Sequence[Box] | None, settings: AugmentSettings, count: int, seed: int
+) -> list[tuple[np.ndarray, list[Box]]]:
+    """``count`` augmented copies of one RGB photo, each with every face box still in it.
+
+    ``boxes``: the photo's faces (a list; one Box or None work too). A face
+    cut off by a crop is dropped; an empty list means "no face".
+    """
     pipeline = build_pipeline(settings)
     pipeline.set_random_seed(seed)
-    work = _working_copy(rgb, settings.output_size)
-    bboxes = [box.to_list()] if box is not None else []
+    work = _working_copy(rgb, min(settings.output_hw))
+    bboxes = [b.to_list() for b in _as_boxes(boxes)]
     labels = ["face"] * len(bboxes)
     out = []
     for _ in range(count):
         result = pipeline(
             image=work, bboxes=np.asarray(bboxes, dtype=np.float32).reshape(-1, 4), labels=labels
         )
-        out.append((result["image"], _first_box(result["bboxes"])))
+        out.append((result["image"], _valid_boxes(result["bboxes"])))
     return out
 
 
-def _first_box(bboxes: Any) -> Box | None:
+def _valid_boxes(bboxes: Any) -> list[Box]:
+    out = []
     for values in np.asarray(bboxes, dtype=np.float64).reshape(-1, 4):
         try:
-            return Box.from_normalized(values)
+            out.append(Box.from_normalized(values))
         except LabelError:
             continue
-    return None
+    return out
 
 
-def plain_copy(rgb: np.ndarray, output_size: int) -> np.ndarray:
-    """The whole photo resized to a square (as the live detector sees whole frames)."""
-    return cv2.resize(rgb, (output_size, output_size), interpolation=cv2.INTER_AREA)
+def plain_copy(rgb: np.ndarray, output_hw: int | tuple[int, int]) -> np.ndarray:
+    """The whole photo resized to ``(h, w)`` (``S``: a square), as the live detector sees whole frames."""
+    h, w = (output_hw, output_hw) if isinstance(output_hw, int) else output_hw
+    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def preview(
-    rgb: np.ndarray, box: Box | None, settings: AugmentSettings, count: int = 8, seed: int | None = None
-) -> list[tuple[np.ndarray, Box | None]]:
-    """A few augmented copies for the sliders' live preview (fast: one photo, in process)."""
-    return augment_image(rgb, box, settings, count, settings.seed if seed is None else seed)
+    rgb: np.ndarray,
+    boxes: Box | Sequence[Box] | None,
+    settings: AugmentSettings,
+    count: int = 8,
+    seed: int | None = None,
+) -> list[tuple[np.ndarray, list[Box]]]:
+    """A few augmented copies with every face box, for the sliders' live preview (one photo, in process)."""
+    return augment_image(rgb, boxes, settings, count, settings.seed if seed is None else seed)
 
 
 # -- generation -----------------------------------------------------------------
@@ -256,34 +303,30 @@ Progress = Callable[[int, int], None]
 
 
 def _task(
-    image_path: str, box: list[float] | None, split: str, settings_doc: dict, out_dir: str, key: str
+    image_path: str, boxes: list[list[float]], split: str, settings_doc: dict, out_dir: str, key: str
 ) -> tuple[str, str | None]:
-    """Augment one photo and write its copies; runs in a worker process. Returns (id, error)."""
+    """Augment one photo (every face in ``boxes``) and write its copies; runs in a worker process. Returns (id, error)."""
     image_id = Path(image_path).stem
     try:
         settings = AugmentSettings.from_dict(settings_doc)
         rgb = read_rgb(image_path)
-        face = Box(*box) if box is not None else None
+        faces = [Box(*b) for b in boxes]
         if split == "train":
-            copies = augment_image(
-                rgb, face, settings, settings.copies_per_image, _seed(settings.seed, image_id)
-            )
+            count = settings.copies_for(len(faces))
+            copies = augment_image(rgb, faces, settings, count, _seed(settings.seed, image_id))
         else:
-            copies = [(plain_copy(rgb, settings.output_size), face)]
+            copies = [(plain_copy(rgb, settings.output_hw), faces)]
         folder = Path(out_dir) / split
         entries = []
-        for k, (img, b) in enumerate(copies):
+        for k, (img, kept) in enumerate(copies):
             name = f"{image_id}_{k}.jpg"
             data = encode_jpeg(img, JPEG_QUALITY)
             # Written directly; the marker below (atomic, written last) lists each size,
             # so a copy cut short by a crash is found and its photo generated again.
             write_disposable(folder / name, data)
+            listed = [[round(v, 6) for v in b.to_list()] for b in kept]
             entries.append(
-                {
-                    "file": name,
-                    "box": None if b is None else [round(v, 6) for v in b.to_list()],
-                    "bytes": len(data),
-                }
+                {"file": name, "boxes": listed, "box": listed[0] if listed else None, "bytes": len(data)}
             )
         atomic_write_json(
             folder / f"{image_id}.json", {"source": image_id, "split": split, "key": key, "copies": entries}
@@ -362,8 +405,8 @@ def _plan(
         if marker_ok(out / side / f"{image_id}.json", key):
             skipped += 1
             continue
-        box = boxes[0].to_list() if boxes else None
-        tasks.append((str(project.image_path(image_id)), box, side, settings.to_dict(), str(out), key))
+        faces = [b.to_list() for b in boxes]
+        tasks.append((str(project.image_path(image_id)), faces, side, settings.to_dict(), str(out), key))
     return tasks, skipped
 
 

@@ -393,6 +393,72 @@ def pixel_dataset(
     )
 
 
+def dense_batches(
+    images: np.ndarray,
+    boxes_per_image: Sequence[np.ndarray],
+    batch_size: int,
+    grid: tuple[int, int],
+    target_settings: Any = None,
+    seed: int = 0,
+    flip: bool = True,
+    mosaic: float = 0.0,
+    drop_remainder: bool = False,
+):
+    """A ``tf.data`` pipeline for ``model.fit``: shuffled batches of ``(image, {"class", "bbox"})``.
+
+    ``images``: uint8 ``(N, H, W, 3)`` RGB (an array or a memmap);
+    ``boxes_per_image[i]``: ``(K_i, 4)`` normalized, ``K_i >= 0``. Each epoch
+    draws a new order of the ``N`` images plus ``round(mosaic * N)`` 2x2
+    mosaics of four random images at half size (drawn anew each epoch,
+    :func:`facetrack.dense.mosaic`: small faces, several per image), mirrors
+    half of the images (``flip``, boxes follow) and builds the batch's
+    per-cell targets (:func:`facetrack.dense.dense_targets` with
+    ``target_settings``). Elements: float32 ``(B, H, W, 3)`` 0..255 and
+    ``{"class": (B, Gh, Gw, 1), "bbox": (B, Gh, Gw, 4)}``; ``drop_remainder``
+    drops the last incomplete batch.
+    """
+    import tensorflow as tf
+
+    from facetrack.dense import dense_targets, flip_boxes
+    from facetrack.dense import mosaic as make_mosaic
+
+    n = len(images)
+    total = n + (int(round(float(mosaic) * n)) if n else 0)
+    boxes = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes_per_image]
+    rng = np.random.default_rng(seed)
+    gh, gw = int(grid[0]), int(grid[1])
+    stop = total - batch_size + 1 if drop_remainder else total
+
+    def gen():
+        order = rng.permutation(total)
+        for i in range(0, stop, batch_size):
+            chunk = order[i : i + batch_size]
+            real = np.sort(chunk[chunk < n])
+            xb = np.asarray(images[real], np.float32)
+            bb = [boxes[j] for j in real]
+            k = int((chunk >= n).sum())
+            if k:
+                xm, bm = make_mosaic(images, boxes, k, int(rng.integers(2**31)))
+                xb, bb = np.concatenate([xb, xm.astype(np.float32)]), bb + list(bm)
+            if flip:
+                mirror = rng.random(len(bb)) < 0.5
+                xb[mirror] = xb[mirror, :, ::-1]
+                bb = [flip_boxes(b) if m else b for b, m in zip(bb, mirror, strict=True)]
+            cls, box = dense_targets(bb, (gh, gw), target_settings)
+            yield xb, {"class": cls, "bbox": box}
+
+    sig = (
+        tf.TensorSpec((None, *images.shape[1:]), tf.float32),
+        {
+            "class": tf.TensorSpec((None, gh, gw, 1), tf.float32),
+            "bbox": tf.TensorSpec((None, gh, gw, 4), tf.float32),
+        },
+    )
+    batches = total // batch_size if drop_remainder else -(-total // batch_size)
+    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(2)
+
+
 def dense_pixel_dataset(
     pixels: np.ndarray,
     samples: Sequence[Sample],
@@ -402,52 +468,8 @@ def dense_pixel_dataset(
     flip: bool = True,
     mosaic: float = 0.0,
 ):
-    """Training batches for the dense head from cached pixels, with every face's targets.
+    """Training batches for the dense head from cached pixels (``(N, h, w, 3)`` uint8) of ``samples``.
 
-    ``pixels``: uint8 ``(N, h, w, 3)`` (:func:`facetrack.cache.cached_pixels`).
-    Each epoch draws a new order of the ``N`` samples plus ``round(mosaic * N)``
-    2x2 mosaics of four random samples at half size (drawn anew each epoch,
-    :func:`facetrack.dense.mosaic`: small faces, several per image), mirrors
-    half of the images (``flip``, boxes follow) and builds the batch's
-    per-cell targets (:func:`facetrack.dense.dense_targets`). Elements:
-    ``(float32 (B, h, w, 3) 0..255, {"class": (B, Gh, Gw, 1), "bbox": (B, Gh, Gw, 4)})``.
+    Every face of each sample is a target; see :func:`dense_batches` (mirror, mosaics, per-cell targets).
     """
-    import tensorflow as tf
-
-    from facetrack.dense import dense_targets, flip_boxes
-    from facetrack.dense import mosaic as make_mosaic
-
-    n = len(samples)
-    extra = int(round(float(mosaic) * n)) if n else 0
-    total = n + extra
-    boxes = [s.box_array() for s in samples]
-    rng = np.random.default_rng(seed)
-    gh, gw = int(grid[0]), int(grid[1])
-
-    def gen():
-        order = rng.permutation(total)
-        for i in range(0, total, batch_size):
-            chunk = order[i : i + batch_size]
-            real = np.sort(chunk[chunk < n])
-            xb = np.asarray(pixels[real], np.float32)
-            bb = [boxes[j] for j in real]
-            k = int((chunk >= n).sum())
-            if k:
-                xm, bm = make_mosaic(pixels, boxes, k, int(rng.integers(2**31)))
-                xb, bb = np.concatenate([xb, xm.astype(np.float32)]), bb + list(bm)
-            if flip:
-                mirror = rng.random(len(bb)) < 0.5
-                xb[mirror] = xb[mirror, :, ::-1]
-                bb = [flip_boxes(b) if m else b for b, m in zip(bb, mirror, strict=True)]
-            cls, box = dense_targets(bb, (gh, gw))
-            yield xb, {"class": cls, "bbox": box}
-
-    sig = (
-        tf.TensorSpec((None, *pixels.shape[1:]), tf.float32),
-        {
-            "class": tf.TensorSpec((None, gh, gw, 1), tf.float32),
-            "bbox": tf.TensorSpec((None, gh, gw, 4), tf.float32),
-        },
-    )
-    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
-    return ds.apply(tf.data.experimental.assert_cardinality(-(-total // batch_size))).prefetch(2)
+    return dense_batches(pixels, [s.box_array() for s in samples], batch_size, grid, None, seed, flip, mosaic)

@@ -20,7 +20,9 @@ positive for two faces takes the smaller one. The score target is 1
 (positive), 0 (background) or -1 (ignored); the box target is the face's box
 on positive cells and zeros elsewhere.
 
-Losses (registered for ``safe_mode`` loading): :class:`CellScoreLoss` (focal
+Losses (registered for ``safe_mode`` loading; they and :class:`CellBoxes`
+live in :mod:`facetrack.layers` with the detector's other layers, and the
+training batches in :func:`facetrack.data.dense_batches`): :class:`CellScoreLoss` (focal
 binary cross-entropy, positives weighted, averaged over the non-ignored cells
 of the batch) and :class:`CellBoxLoss` (GIoU loss averaged over the positive
 cells of the batch; 0 when the batch holds no face).

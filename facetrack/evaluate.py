@@ -89,6 +89,8 @@ def detections_of(
     n = sc.shape[0]
     if bx.shape[0] != n:
         raise ValueError(f"{n} images of scores but {bx.shape[0]} of boxes")
+    if n == 0:
+        return []
     sc = np.nan_to_num(sc.reshape(n, -1), nan=0.0)
     bx = np.nan_to_num(bx.reshape(n, -1, 4), nan=0.0)
     return [decode(sc[i], bx[i], s) for i in range(n)]

@@ -6,23 +6,32 @@
 status, the best model so far (atomically), the log, and ``model.tflite`` at
 the end (:mod:`facetrack.export`).
 
-Checkpoints and early stopping follow the validation score
-(:func:`facetrack.evaluate.validation_score`): the mean over validation images
-of ``[score >= 0.5] * IoU`` for a face image and ``[score < 0.5]`` for a
-no-face image. It counts presence and box quality together; the raw loss is
-not used because the class loss grows with overconfidence while boxes still
-improve.
+Heads (``head``): ``"dense"`` (the default) finds every face: a score and a
+box per cell of a feature grid (:mod:`facetrack.dense`), trained on every
+box of each sample with a focal score loss and a GIoU box loss; ``"single"``
+is the tutorial's one face per photo (runs made before multi-face training).
+
+Checkpoints and early stopping follow the validation score: for the dense
+head, AP@0.5 over every face of the validation images (``val_ap50``, also
+recorded for the one-box head); for the one-box head,
+:func:`facetrack.evaluate.validation_score` (``[score >= 0.5] * IoU`` on a
+face image, ``[score < 0.5]`` on a no-face image). After training, the score
+threshold that serves faces and photos best on validation
+(:func:`facetrack.metrics.best_threshold`) is saved with the NMS overlap in
+the run's ``decode.json``.
 
 Backbones (one trainer each in :mod:`facetrack.trainer`, over one loop):
 
-- ``vgg16`` (frozen, the library default): ``block5_pool`` features are computed
-  once per image and cached on disk (:mod:`facetrack.cache`), then the head is
-  trained on the cache. ``fine_tune`` then unfreezes block5 and trains end to
-  end on images at a low learning rate.
+- ``vgg16`` (frozen, the library default): features (``block5_conv3``, a 1/16
+  grid, for the dense head; ``block5_pool`` for the one-box head) are
+  computed once per image and cached on disk (:mod:`facetrack.cache`), then
+  the head is trained on the cache. ``fine_tune`` then unfreezes block5 and
+  trains end to end on images at a low learning rate.
 - ``compact`` (the command line's default): trained end to end on its
-  training images, decoded once into a pixel cache, with a fresh random crop
-  that keeps the face (``jitter``) and mirror every epoch; the moving average
-  of the weights (``ema_decay``) is validated and kept, and the saved model is
+  training images, decoded once into a pixel cache; every epoch mirrors half
+  of them and (dense) adds ``mosaic`` 2x2 mosaics, or (one-box) takes a fresh
+  random crop that keeps the face (``jitter``); the moving average of the
+  weights (``ema_decay``) is validated and kept, and a one-box model is saved
   mirror-averaged (``mirror_average``, see :func:`facetrack.model.with_mirror_average`).
 
 Progress leaves the trainer only through :class:`TrainCallbacks`. This module
@@ -66,7 +75,7 @@ _DENSE_DEFAULTS: dict[str, Any] = {
     "ema_decay": 0.995,
 }
 _DENSE_BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "compact": {"epochs": 10, "mosaic": 0.0},
+    "compact": {"epochs": 10, "mosaic": 0.25},
     "vgg16": {"mosaic": 0.0},
 }
 _SINGLE_DEFAULTS: dict[str, Any] = {

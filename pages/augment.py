@@ -42,7 +42,16 @@ def load_into_widgets(settings: AugmentSettings) -> None:
 def settings_from_widgets() -> AugmentSettings:
     """The settings the sliders show. Raises ValueError with the reason when they do not fit."""
     doc = {f.name: st.session_state[widget_key(f.name)] for f in fields(AugmentSettings)}
+    doc["output_height"] = round(doc["output_size"] * 3 / 4)  # 4:3, as webcam frames
     return AugmentSettings.from_dict(doc)
+
+
+def preview_caption(kept: int, labelled: int) -> str:
+    """What a preview copy holds: its faces, or why it has none."""
+    if not kept:
+        return "no face (cropped out)" if labelled else "no face"
+    text = "1 face" if kept == 1 else f"{kept} faces"
+    return text + (f" ({labelled - kept} cropped out)" if kept < labelled else "")
 
 
 # -- the page ----------------------------------------------------------------------------
@@ -77,13 +86,21 @@ with controls:
             key=widget_key("copies_per_image"),
             help="How many augmented images each training photo becomes (the tutorial used 60).",
         )
+        st.slider(
+            "Copies per photo with several faces (0: the same)",
+            0,
+            100,
+            key=widget_key("multi_face_copies"),
+            help="Group photos are few but hold many faces: more copies of them teach several faces per image.",
+        )
         st.select_slider(
             "Output size (pixels)",
             options=sorted(
                 {96, 120, 128, 160, 192, 224, 256, 320, st.session_state[widget_key("output_size")]}
             ),
             key=widget_key("output_size"),
-            help="Side of the square images written. Keep it at least the model's input size (120).",
+            help="Width of the images written (their height is 3/4 of it, as a webcam frame). "
+            "Keep it at least the model's input width (160).",
         )
     with st.expander("Crop and rotate", expanded=True, icon=":material/crop:"):
         st.slider("Crop probability", 0.0, 1.0, step=0.05, key=widget_key("crop_probability"))
@@ -169,7 +186,7 @@ with previews:
             boxes = project.boxes(photo) or []
             copies = preview(
                 rgb,
-                boxes[0] if boxes else None,
+                boxes,
                 settings,
                 PREVIEW_COUNT,
                 seed=settings.seed + st.session_state.get("aug_preview_seed", 0),
@@ -178,10 +195,10 @@ with previews:
             st.error(f"No preview for this photo: {exc}")
         else:
             grid = st.columns(4)
-            for k, (img, box) in enumerate(copies):
+            for k, (img, kept) in enumerate(copies):
                 with grid[k % 4]:
-                    st.image(draw_boxes(img, [box] if box else [], BOX_RGB), width="stretch")
-                    st.caption("face" if box else ("no face (cropped out)" if boxes else "no face"))
+                    st.image(draw_boxes(img, kept, BOX_RGB), width="stretch")
+                    st.caption(preview_caption(len(kept), len(boxes)))
 
 
 # -- generate ----------------------------------------------------------------------

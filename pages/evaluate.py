@@ -15,8 +15,14 @@ import streamlit as st
 import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
 
 from facetrack import runs as run_files
-from facetrack.data import list_samples
-from facetrack.evaluate import compare_with_reference, is_face, reference_result
+from facetrack.data import Sample, list_samples
+from facetrack.evaluate import (
+    compare_with_reference,
+    is_face,
+    metrics_from_detections,
+    reference_metrics,
+    suggestions_as_detections,
+)
 from facetrack.export import labelme_zip
 from facetrack.images import ImageError, encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
@@ -29,13 +35,13 @@ PRETRAINED_RGB = (66, 133, 244)  # blue: the ready-made detector
 GALLERY_SIZE = 12
 METRICS = [
     ("presence_accuracy", "Face / no face right", "Share of test photos where the model was right about whether there is a face."),
-    ("precision", "Precision", "When the model says “face”, how often there really is one."),
-    ("recall", "Recall", "Of the photos with a face, how many the model found."),
-    ("f1", "F1", "Precision and recall in one number (their harmonic mean)."),
-    ("fp_rate", "False alarms", "Share of photos without a face where the model still said “face”. Lower is better."),
-    ("mean_iou", "Mean box overlap (IoU)", "How well predicted boxes cover the true boxes: 0 = miss, 1 = perfect."),
-    ("hit_rate", "Boxes with IoU ≥ 0.5", "Share of faces whose box overlaps the true box at least half (a usual “good enough”)."),
-    ("ap50", "AP@0.5", "Average precision at IoU 0.5: finding faces and placing boxes, over all thresholds. 1 is perfect."),
+    ("ap50", "AP@0.5", "Average precision at IoU 0.5 over every face: finding each face and placing its box, over all thresholds. 1 is perfect."),
+    ("recall", "Faces found", "Of all the faces in the test photos, the share the model found (box overlapping at least half)."),
+    ("precision", "Boxes right", "Of the boxes the model drew, the share on a real face (a second box on the same face is wrong)."),
+    ("f1", "F1", "Faces found and boxes right in one number (their harmonic mean)."),
+    ("fp_rate", "False alarms", "Share of photos without a face where the model still drew a box. Lower is better."),
+    ("mean_iou", "Mean box overlap (IoU)", "How well the boxes of the faces found cover them: 0 = miss, 1 = perfect."),
+    ("hit_rate", "Faces found at any score", "Share of faces the model finds with some box, however unsure: what a lower threshold could reach."),
 ]  # fmt: skip
 
 project = require_project()
@@ -70,24 +76,21 @@ def _photo_path(project: Project, item: dict[str, Any]) -> Path:
 
 
 @st.cache_data(max_entries=500, show_spinner=False)
-def _annotated(
-    path: str, mtime: float, true_box: tuple | None, boxes: tuple, side: int = 360
-) -> bytes | None:
-    """JPEG of the photo with the true box (green) and ``boxes`` ((box, rgb, label), ...) drawn."""
+def _annotated(path: str, mtime: float, true_boxes: tuple, boxes: tuple, side: int = 360) -> bytes | None:
+    """JPEG of the photo with every true box (green) and ``boxes`` ((box, rgb, label), ...) drawn."""
     del mtime
     try:
         rgb = read_rgb(Path(path))
     except (ImageError, OSError, ValueError):
         return None
     rgb = shrink(rgb, side)
-    if true_box is not None:
-        rgb = draw_boxes(rgb, [Box(*true_box)], BOX_RGB)
+    rgb = draw_boxes(rgb, [Box(*b) for b in true_boxes], BOX_RGB)
     for box, colour, label in boxes:
         rgb = draw_boxes(rgb, [Box(*box)], tuple(colour), [label])
     return encode_jpeg(rgb, quality=85)
 
 
-def annotated(path: Path, true_box: Box | None, boxes: list[tuple[Box, tuple, str]]) -> bytes | None:
+def annotated(path: Path, true_boxes: list[Box], boxes: list[tuple[Box, tuple, str]]) -> bytes | None:
     try:
         mtime = path.stat().st_mtime
     except OSError:
@@ -95,9 +98,26 @@ def annotated(path: Path, true_box: Box | None, boxes: list[tuple[Box, tuple, st
     return _annotated(
         str(path),
         mtime,
-        tuple(true_box.to_list()) if true_box else None,
+        tuple(tuple(b.to_list()) for b in true_boxes),
         tuple((tuple(b.to_list()), c, label) for b, c, label in boxes),
     )
+
+
+def item_truth(item: dict[str, Any]) -> list[Box]:
+    """Every true face of a per-image result (older results: the one ``true_box``)."""
+    raw = item.get("true_boxes")
+    if raw is None:
+        raw = [item["true_box"]] if item.get("true_box") else []
+    return [b for b in (_box(v) for v in raw) if b is not None]
+
+
+def item_detections(item: dict[str, Any]) -> list[tuple[Box, float]]:
+    """Every detection of a per-image result, best first (older results: the one ``pred_box``)."""
+    if item.get("pred_boxes") is not None:
+        pairs = zip(item["pred_boxes"], item.get("pred_scores") or [], strict=False)
+    else:
+        pairs = [(item.get("pred_box") or [], item.get("score", 0.0))]
+    return [(b, float(sc)) for v, sc in pairs if (b := _box(v)) is not None]
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
@@ -125,9 +145,10 @@ def pretrained_available() -> str | None:
 
 def show_metrics(m: dict[str, Any]) -> None:
     counts = m.get("counts") or m
+    faces = counts.get("faces", m.get("faces", counts.get("n_faces", "?")))
     st.markdown(
         f"**On {counts.get('n_images', '?')} test photos** "
-        f"({counts.get('n_faces', '?')} with a face, {counts.get('n_no_face', '?')} without), "
+        f"({faces} faces in {counts.get('n_faces', '?')} photos, {counts.get('n_no_face', '?')} photos without), "
         f"counting a face when the score is at least {m.get('threshold', 0.5):g}."
     )
     for row in (METRICS[:4], METRICS[4:]):
@@ -143,69 +164,80 @@ def show_metrics(m: dict[str, Any]) -> None:
 VERDICTS = {"model": "Your model wins", "reference": "The ready-made detector wins", "tie": "A tie"}
 
 
-def reference_text(true_box: Box | None, found: list, boxes: list, theirs: list[float]) -> str:
-    """Caption of the ready-made detector's answer; adds its box to ``boxes`` and its IoU to ``theirs``."""
-    result = reference_result(true_box, [SimpleNamespace(box=Box(*b), score=sc) for b, sc in found])
-    if result.iou is not None:
-        theirs.append(result.iou)
-    if not result.found:
-        return "ready-made: no face" + (" ✗" if true_box is not None else " ✓")
-    boxes.append((result.box, PRETRAINED_RGB, "MTCNN"))
-    return f"ready-made: IoU {result.iou:.2f}" if true_box is not None else "ready-made: saw a face ✗"
+def counts_text(who: str, truth: list[Box], found: list[tuple[Box, float]], threshold: float) -> str:
+    """``"yours: 2 of 3 faces, 1 false alarm"`` for one photo at ``threshold``."""
+    sample = Sample(Path("photo"), boxes=tuple(truth))
+    scores = np.array([sc for _, sc in found], np.float64)
+    boxes = np.array([b.to_list() for b, _ in found], np.float64).reshape(-1, 4)
+    r = metrics_from_detections([sample], [(scores, boxes)], threshold).per_image[0]
+    text = f"{who}: {r.found} of {r.faces} faces" if r.faces else f"{who}: no face to find"
+    if r.false_alarms:
+        text += f", {r.false_alarms} false alarm" + ("s" if r.false_alarms > 1 else "")
+    return text + (" ✓" if r.correct else " ✗")
+
+
+def pretrained_found(path: Path, errors: list[str]) -> list[tuple[Box, float]] | None:
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    found = _pretrained(str(path), mtime)
+    if isinstance(found, str):
+        errors.append(found)
+        return None
+    return [(Box(*b), sc) for b, sc in found]
+
+
+def compare_summary(
+    items: list[dict[str, Any]], theirs: list[list[tuple[Box, float]]], threshold: float
+) -> None:
+    """Both detectors scored the same way (AP@0.5 over every face) on the photos shown."""
+    samples = [Sample(Path(str(i)), boxes=tuple(item_truth(it))) for i, it in enumerate(items)]
+    if not sum(len(s.boxes) for s in samples):
+        return
+    ours = [suggestions_as_detections([SimpleNamespace(box=b, score=sc) for b, sc in item_detections(it)])
+            for it in items]  # fmt: skip
+    mine = metrics_from_detections(samples, ours, threshold)
+    ref = reference_metrics(samples, [[SimpleNamespace(box=b, score=sc) for b, sc in t] for t in theirs], 0.5)
+    verdict = VERDICTS[compare_with_reference([mine.ap50 or 0.0], [ref.ap50 or 0.0])]
+    st.info(
+        f"On these {len(items)} photos ({mine.faces} faces), scored the same way: your model's AP@0.5 "
+        f"{_fmt(mine.ap50)} (found {mine.recall or 0:.0%} of the faces), the ready-made detector's "
+        f"{_fmt(ref.ap50)} (found {ref.recall or 0:.0%}). {verdict}."
+    )
 
 
 def show_gallery(items: list[dict[str, Any]], compare: bool) -> None:
     st.caption(
-        "Green: the box you drew. Orange: your model's box and score."
+        "Green: the boxes you drew. Orange: your model's boxes and scores."
         + (" Blue: the ready-made detector (MTCNN)." if compare else "")
     )
-    ours: list[float] = []
-    theirs: list[float] = []
+    theirs_all: list[list[tuple[Box, float]]] = []
     errors: list[str] = []
     cols = st.columns(3)
     for i, item in enumerate(items):
         path = _photo_path(project, item)
-        true_box = _box(item["true_box"]) if item.get("true_box") else None
-        pred = _box(item.get("pred_box") or [])
-        score = float(item.get("score", 0.0))
-        said_face = is_face(score, float(item.get("threshold", 0.5)))
-        boxes = [(pred, PRED_RGB, f"{score:.2f}")] if pred is not None and said_face else []
-        yours_text = (
-            f"IoU {item['iou']:.2f}, score {score:.2f}"
-            if true_box is not None and item.get("iou") is not None
-            else ("said face" if said_face else "said no face") + f" ({score:.2f})"
-        )
-        if true_box is not None and item.get("iou") is not None:
-            ours.append(float(item["iou"]))
-        theirs_text = ""
+        threshold = float(item.get("threshold", 0.5))
+        truth = item_truth(item)
+        found = [(b, sc) for b, sc in item_detections(item) if is_face(sc, threshold)]
+        boxes = [(b, PRED_RGB, f"{sc:.2f}") for b, sc in found]
+        caption = counts_text("yours", truth, found, threshold)
         if compare:
-            try:
-                mtime = path.stat().st_mtime
-            except OSError:
-                mtime = 0.0
-            found = _pretrained(str(path), mtime)
-            if isinstance(found, str):
-                errors.append(found)
-            else:
-                theirs_text = reference_text(true_box, found, boxes, theirs)
+            theirs = pretrained_found(path, errors)
+            if theirs is not None:
+                theirs_all.append(theirs)
+                boxes += [(b, PRETRAINED_RGB, "MTCNN") for b, _ in theirs]
+                caption += " · " + counts_text("ready-made", truth, theirs, 0.5)
         with cols[i % 3]:
-            data = annotated(path, true_box, boxes)
+            data = annotated(path, truth, boxes)
             if data is None:
                 st.caption("(photo no longer available)")
                 continue
-            mark = "✓" if item.get("correct") else "✗"
-            st.image(
-                data, caption=f"{mark} yours: {yours_text}" + (f" · {theirs_text}" if theirs_text else "")
-            )
+            st.image(data, caption=caption)
     if errors:
         st.error(f"The ready-made detector could not run: {errors[0]}")
-    if compare and ours and theirs and len(ours) == len(theirs):
-        a, b = float(np.mean(ours)), float(np.mean(theirs))
-        verdict = VERDICTS[compare_with_reference(ours, theirs)]
-        st.info(
-            f"On these {len(ours)} face photos: your model's mean IoU {a:.2f}, the ready-made detector's {b:.2f}. "
-            f"{verdict}."
-        )
+    if compare and len(theirs_all) == len(items) and items:
+        compare_summary(items, theirs_all, float(items[0].get("threshold", 0.5)))
 
 
 def model_downloads(run_dir: Path) -> None:
@@ -269,7 +301,7 @@ else:
 if metrics:
     show_metrics(metrics)
     if isinstance(per_image, list) and per_image:
-        st.subheader("Test photos, worst first")
+        st.subheader("Test photos, worst first (missed faces and false alarms)")
         for item in per_image:
             item.setdefault("threshold", metrics.get("threshold", 0.5))
         reason = pretrained_available()

@@ -18,6 +18,7 @@ _LOSS_SERIES = (
     ("val_bbox_loss", "box (validation)", "#2ca02c", True),
 )
 _SCORE_SERIES = (
+    ("val_ap50", "AP@0.5 over every face", "#d62728"),
     ("val_score", "validation score", "#9467bd"),
     ("val_mean_iou", "mean box overlap (IoU)", "#17becf"),
     ("val_presence_accuracy", "face / no face accuracy", "#8c564b"),
@@ -76,12 +77,16 @@ def loss_figure(history_rows: Sequence[dict[str, Any]]) -> go.Figure:
 
 
 def score_figure(history_rows: Sequence[dict[str, Any]]) -> go.Figure:
-    """Validation score, mean IoU and presence accuracy per epoch (0..1, higher is better)."""
+    """Validation AP@0.5 over every face, score, mean IoU and presence accuracy per epoch (0..1, higher is better).
+
+    The score is left out when it is the AP itself (the dense head's checkpoint score).
+    """
     fig = go.Figure()
     x = _epochs(history_rows)
+    ap = [_number(r.get("val_ap50")) for r in history_rows]
     for column, name, colour in _SCORE_SERIES:
         y = [_number(r.get(column)) for r in history_rows]
-        if not any(v is not None for v in y):
+        if not any(v is not None for v in y) or (column == "val_score" and y == ap):
             continue
         fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers", line={"color": colour}))
     fig = _layout(fig, "Validation (higher is better)", "0 to 1")

@@ -40,26 +40,34 @@ def make_project(root: Path, name: str = "demo") -> Project:
     return create_project(name, root)
 
 
-def synthetic_photo(rng: np.random.Generator, box: Box | None, size: int = 96) -> np.ndarray:
-    """An RGB photo: noise, and a bright disc where the face box is."""
+def synthetic_photo(rng: np.random.Generator, box: Box | list[Box] | None, size: int = 96) -> np.ndarray:
+    """An RGB photo: noise, and a bright patch where each face box is."""
     img = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
-    if box is not None:
-        x1, y1, x2, y2 = (int(v * size) for v in box.to_list())
+    for b in [box] if isinstance(box, Box) else box or []:
+        x1, y1, x2, y2 = (int(v * size) for v in b.to_list())
         img[y1:y2, x1:x2] = (230, 190, 160)
     return img
 
 
-def add_photos(project: Project, n_face: int = 8, n_no_face: int = 4, seed: int = 0) -> list[str]:
-    """Labelled synthetic photos (every image its own burst) -> their ids."""
+def add_photos(
+    project: Project, n_face: int = 8, n_no_face: int = 4, seed: int = 0, faces_per_photo: int = 1
+) -> list[str]:
+    """Labelled synthetic photos (every image its own burst) -> their ids.
+
+    ``faces_per_photo`` 2: two faces side by side (left and right halves).
+    """
     rng = np.random.default_rng(seed)
     ids = []
     for i in range(n_face + n_no_face):
-        box = None
-        if i < n_face:
+        boxes: list[Box] = []
+        if i < n_face and faces_per_photo == 1:
             x, y = rng.uniform(0.05, 0.5, 2)
-            box = Box(float(x), float(y), float(x) + 0.4, float(y) + 0.4)
-        info = project.add_image(synthetic_photo(rng, box), color="rgb", captured_at=1.7e9 + i)
-        project.set_boxes(info.id, [box] if box else [])
+            boxes = [Box(float(x), float(y), float(x) + 0.4, float(y) + 0.4)]
+        elif i < n_face:
+            y = float(rng.uniform(0.05, 0.6))
+            boxes = [Box(0.05 + 0.5 * k, y, 0.35 + 0.5 * k, y + 0.3) for k in range(2)]
+        info = project.add_image(synthetic_photo(rng, boxes), color="rgb", captured_at=1.7e9 + i)
+        project.set_boxes(info.id, boxes)
         ids.append(info.id)
     return ids
 
@@ -69,7 +77,7 @@ def make_training_set(project: Project, copies: int = 2) -> dict[str, int]:
     from facetrack.augment import AugmentSettings, generate
     from facetrack.data import sample_counts
 
-    generate(project, AugmentSettings(copies_per_image=copies, output_size=64), workers=0)
+    generate(project, AugmentSettings(copies_per_image=copies, output_size=64, output_height=48), workers=0)
     return sample_counts(project.augmented_dir, project.stored_split())
 
 
@@ -119,7 +127,7 @@ def write_run(
     metrics: bool = True,
     pid: int | None = None,
     epochs: int = 3,
-    input_size: int = MODEL_SIZE,
+    input_size: int | list[int] = MODEL_SIZE,
     message: str | None = None,
 ) -> Path:
     """A run folder as a training leaves it. ``pid``: written into status.json (running runs)."""

@@ -95,8 +95,8 @@ def test_evaluate_button_writes_metrics_and_shows_gallery(
     assert doc["n_images"] == len(json.loads((run / "per_image.json").read_text()))
     labels = [m.label for m in at.metric]
     assert labels == [
-        "Face / no face right", "Precision", "Recall", "F1",
-        "False alarms", "Mean box overlap (IoU)", "Boxes with IoU ≥ 0.5", "AP@0.5",
+        "Face / no face right", "AP@0.5", "Faces found", "Boxes right",
+        "F1", "False alarms", "Mean box overlap (IoU)", "Faces found at any score",
     ]  # fmt: skip
     assert at.metric[0].value == f"{doc['presence_accuracy']:.3f}"
     images = at.get("image")
@@ -110,7 +110,32 @@ def test_evaluate_button_writes_metrics_and_shows_gallery(
     at.toggle(key="eval_compare").set_value(True).run()
     no_exception(at)
     assert not at.error, [e.value for e in at.error]
-    assert any("ready-made" in i.value and "mean IoU" in i.value for i in at.info)
+    assert any("ready-made" in i.value and "AP@0.5" in i.value for i in at.info)
+
+
+def test_every_face_is_counted_and_drawn(app, workspace: Path) -> None:
+    """Photos with two faces: the metrics count every face; captions say how many were found."""
+    from facetrack.model import build_model
+    from tests.app.helpers_runs import add_photos
+
+    project = create_project("groups", workspace)
+    add_photos(project, n_face=16, n_no_face=6, faces_per_photo=2)
+    assert make_training_set(project, copies=1)["test"] > 0
+    model = build_model("compact", None, (48, 64), head="dense")
+    run = write_run(project, metrics=False, input_size=[48, 64])
+    model.save(run / "model.keras")
+    at = app(EVALUATE, project="groups")
+    at.button(key="evaluate").click().run()
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    doc = json.loads((run / "metrics.json").read_text())
+    assert doc["faces"] == 2 * doc["n_faces"] and doc["counts"]["faces"] == doc["faces"]
+    per_image = json.loads((run / "per_image.json").read_text())
+    assert max(len(p["true_boxes"]) for p in per_image) == 2
+    errors = [p["missed"] + p["false_alarms"] for p in per_image]
+    assert errors == sorted(errors, reverse=True)  # worst first: missed faces and false alarms
+    assert any(f"{doc['faces']} faces in {doc['n_faces']} photos" in m.value for m in at.markdown)
+    assert at.get("image")
 
 
 def test_comparison_error_is_a_message(

@@ -51,6 +51,16 @@ def test_loss_figure_has_six_traces_with_train_and_val() -> None:
     assert len(score_figure([{"epoch": 1, "val_score": 0.3, "val_mean_iou": 0.4}]).data) == 2
 
 
+def test_score_figure_shows_validation_ap_once() -> None:
+    rows = [
+        {"epoch": 1, "val_ap50": 0.4, "val_score": 0.4, "val_mean_iou": 0.5, "val_presence_accuracy": 0.8}
+    ]
+    names = [t.name for t in score_figure(rows).data]
+    assert names == ["AP@0.5 over every face", "mean box overlap (IoU)", "face / no face accuracy"]
+    old = [{"epoch": 1, "val_ap50": float("nan"), "val_score": 0.4}]  # a run of the one-face kind
+    assert [t.name for t in score_figure(old).data] == ["validation score"]
+
+
 def test_no_project_points_home(app, workspace: Path) -> None:
     at = app(TRAIN)
     no_exception(at)

@@ -95,14 +95,44 @@ def test_import_augment_train_evaluate_detect_export(tmp_path):
     out = run_cli("detect", "--run", str(run), "--json", "--threshold", "0", str(image), home=home)
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert line["image"] == str(image)
-    (face,) = line["faces"]  # threshold 0: the model's one box is always returned
-    x1, y1, x2, y2 = face["box"]
-    assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 80  # in the image's pixels
+    faces = line["faces"]  # threshold 0: every cell's face that survives NMS, best first
+    assert faces and [f["score"] for f in faces] == sorted((f["score"] for f in faces), reverse=True)
+    for face in faces:
+        x1, y1, x2, y2 = face["box"]
+        assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 80  # in the image's pixels
+    assert (run / "decode.json").is_file()  # the threshold chosen on validation travels with the model
+    assert metrics["faces"] == sum(
+        len(json.loads(p.read_text())["shapes"]) for p in (home / "demo" / "labels").glob("*.json")
+        if json.loads((home / "demo" / "split.json").read_text()).get(p.stem) == "test"
+    )  # fmt: skip
 
     for fmt, suffix in (("keras", ".keras"), ("tflite", ".tflite")):
         dest = tmp_path / f"exported{suffix}"
         out = run_cli("export", "--run", str(run), "--format", fmt, "--output", str(dest), home=home)
         assert dest.is_file() and dest.stat().st_size > 1000
+
+
+def test_detect_json_returns_every_face_above_the_threshold(tmp_path):
+    from facetrack.export import export_tflite
+    from tests.standin import dense_standin_model
+
+    run = tmp_path / "20260101-000000-dense"
+    run.mkdir()
+    faces = [(0.9, [0.1, 0.2, 0.3, 0.6]), (0.7, [0.6, 0.25, 0.85, 0.7]), (0.3, [0.4, 0.7, 0.5, 0.9])]
+    # a .tflite only: the command line cannot load the test stand-in's own Keras layer
+    export_tflite(dense_standin_model((36, 48), (6, 8), faces), run / "model.tflite", quantize="none")
+    image = tmp_path / "group.jpg"
+    image.write_bytes(jpeg_bytes(synthetic_face(200, 150, seed=1)))
+    out = run_cli(
+        "detect", "--run", str(run), "--json", "--backend", "keras", str(image), home=tmp_path / "h"
+    )
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [f["score"] for f in line["faces"]] == [0.9, 0.7]  # default threshold 0.5, highest first
+    assert line["faces"][1]["box"] == [120, 38, 170, 105]  # [0.6, 0.25, 0.85, 0.7] of 200x150
+    out = run_cli(
+        "detect", "--run", str(run), "--json", "--threshold", "0.2", str(image), home=tmp_path / "h"
+    )
+    assert len(json.loads(out.stdout.strip().splitlines()[-1])["faces"]) == 3
 
 
 def test_errors_are_one_line_with_exit_code_1(tmp_path):

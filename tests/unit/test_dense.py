@@ -12,11 +12,11 @@ from facetrack.dense import (
     CellScoreLoss,
     TargetSettings,
     dense_targets,
-    giou_loss,
     image_targets,
     is_dense,
     output_grid,
 )
+from facetrack.layers import giou_loss
 
 
 def test_one_small_face_is_positive_in_its_centre_cell_only():
@@ -173,13 +173,13 @@ def test_flip_boxes_mirrors_left_right():
 
 
 def test_dense_batches_targets_follow_the_mirrored_image():
-    from facetrack.dense import dense_batches
+    from facetrack.data import dense_batches
 
     images = np.zeros((6, 16, 24, 3), np.uint8)
     images[:, :, :4] = 255  # a bright band on the left edge, where the face is
     boxes = [np.array([[0.0, 0.25, 1 / 6, 0.75]], np.float32)] * 4 + [np.zeros((0, 4), np.float32)] * 2
     seen_flipped = seen_plain = False
-    for x, y in dense_batches(images, boxes, 3, (4, 6), seed=1).repeat(4):
+    for x, y in dense_batches(images, boxes, 3, (4, 6), seed=1, drop_remainder=True).repeat(4):
         x, cls, box = x.numpy(), y["class"].numpy(), y["bbox"].numpy()
         assert x.shape == (3, 16, 24, 3) and cls.shape == (3, 4, 6, 1) and box.shape == (3, 4, 6, 4)
         for i in range(3):

@@ -52,14 +52,14 @@ def test_metrics_hand_example_box_miss():
     assert m.recall == pytest.approx(0.5)
     assert m.f1 == pytest.approx(0.5)
     assert m.fp_rate == pytest.approx(0.5)
-    assert m.mean_iou == pytest.approx((1 + 1 / 3) / 2)
-    assert m.hit_rate == pytest.approx(0.5)
+    assert m.mean_iou == pytest.approx(1.0)  # of the faces found at the threshold (A)
+    assert m.hit_rate == pytest.approx(0.5)  # B's box misses at any score
     # ranked: A TP, C FP, B FP (IoU<0.5), D FP -> recall reaches 0.5 at precision 1
     assert m.ap50 == pytest.approx(0.5)
     assert (m.n_images, m.n_faces, m.n_no_face) == (4, 2, 2)
     assert [r.correct for r in m.per_image] == [True, False, False, True]
     d = m.to_dict()
-    assert "per_image" not in d and d["counts"] == {"n_images": 4, "n_faces": 2, "n_no_face": 2}
+    assert "per_image" not in d and d["counts"] == {"n_images": 4, "n_faces": 2, "n_no_face": 2, "faces": 2}
     json.dumps(d)
 
 
@@ -68,7 +68,8 @@ def test_worst_first_order():
     boxes = np.array([A_BOX, [0.6, 0.4, 1.0, 0.8], [0, 0, 1, 1], [0, 0, 1, 1]])
     m = compute_metrics(_samples(), scores, boxes, 0.5)
     order = [r["path"] for r in m.per_image_dicts()]
-    assert order == ["c.jpg", "b.jpg", "d.jpg", "a.jpg"]  # badness 1.6, 1.37, 0.2, 0.1
+    # C: a false alarm, B: a missed face (1 error each; C first, the stable order); A, D: right
+    assert order == ["b.jpg", "c.jpg", "a.jpg", "d.jpg"]
 
 
 def test_ap50_with_late_hit():
@@ -101,7 +102,8 @@ def test_empty_and_no_face_inputs():
     assert m.fp_rate == pytest.approx(0.5) and m.presence_accuracy == pytest.approx(0.5)
     assert any("no face images" in n for n in m.notes)
     m = compute_metrics(_samples()[:2], np.array([0.1, 0.2]), np.array([A_BOX, B_BOX]))
-    assert m.precision is None and m.fp_rate is None and m.mean_iou == pytest.approx(1.0)
+    assert m.precision is None and m.fp_rate is None and m.mean_iou is None  # none found at the threshold
+    assert m.hit_rate == pytest.approx(1.0)  # both boxes are right, at low scores
 
 
 def test_length_mismatch():
@@ -128,7 +130,7 @@ def test_predict_and_evaluate_run(tmp_path):
     samples = _write_images(tmp_path / "img", 5)
     model = build_model("compact", None, 32)
     scores, boxes = predict_samples(model, samples, 32, batch_size=2)
-    assert scores.shape == (5,) and boxes.shape == (5, 4)
+    assert scores.shape == (5, 1) and boxes.shape == (5, 4)  # a one-box (older) model
     direct = evaluate(model, samples, 32)
     assert direct.n_images == 5 and direct.n_faces == 2
     run = tmp_path / "run"
@@ -140,7 +142,7 @@ def test_predict_and_evaluate_run(tmp_path):
     assert doc["n_images"] == 5 and doc["counts"]["n_faces"] == 2
     assert len(per) == 5 and per[0]["badness"] >= per[-1]["badness"]
     assert m.mean_iou == pytest.approx(direct.mean_iou, abs=1e-5)
-    assert predict_samples(model, [], 32)[0].shape == (0,)
+    assert predict_samples(model, [], 32)[0].shape == (0, 1)
     # one rule for a run's input size (as Detector.from_run): settings.json may not contradict the model
     from facetrack.runs import RunError
 
@@ -150,19 +152,71 @@ def test_predict_and_evaluate_run(tmp_path):
 
 
 def test_reference_detector_scoring():
+    """The ready-made detector is scored exactly as a run: AP over every face."""
     from types import SimpleNamespace
 
-    from facetrack.evaluate import compare_with_reference, is_face, reference_result
+    from facetrack.evaluate import compare_with_reference, is_face, reference_metrics
 
-    truth = Box(0.2, 0.2, 0.6, 0.6)
-    found = [SimpleNamespace(box=Box(0.0, 0.0, 0.1, 0.1), score=0.5), SimpleNamespace(box=truth, score=0.9)]
-    best = reference_result(truth, found)
-    assert best.found and best.score == 0.9 and best.iou == pytest.approx(1.0)  # its best-scored box
-    missed = reference_result(truth, [])
-    assert not missed.found and missed.iou == 0.0  # a missed face counts as IoU 0
-    no_face = reference_result(None, found)
-    assert no_face.found and no_face.iou is None  # a photo without a face has no IoU
+    two = Sample(Path("g.jpg"), source_id="g", boxes=(Box(*A_BOX), Box(0.6, 0.1, 0.9, 0.5)))
+    empty = Sample(Path("e.jpg"), None, "e")
+    found = [
+        [
+            SimpleNamespace(box=Box(0.0, 0.6, 0.1, 0.7), score=0.5),
+            SimpleNamespace(box=Box(*A_BOX), score=0.9),
+        ],
+        [SimpleNamespace(box=Box(0.2, 0.2, 0.4, 0.4), score=0.95)],
+    ]
+    m = reference_metrics([two, empty], found)
+    # ranked: A (TP .9), the no-face photo's box (FP .95 ranks first), the corner box (FP .5)
+    assert m.faces == 2 and m.recall == pytest.approx(0.5) and m.precision == pytest.approx(1 / 3)
+    assert m.ap50 == pytest.approx(0.5 * 0.5)  # recall 0.5 reached at precision 1/2
+    assert m.presence_accuracy == pytest.approx(0.5) and m.fp_rate == pytest.approx(1.0)
     assert compare_with_reference([0.8, 0.7], [0.5, 0.6]) == "model"
     assert compare_with_reference([0.5], [0.51]) == "tie"
     assert compare_with_reference([0.2], [0.9]) == "reference"
     assert is_face(0.5, 0.5) and not is_face(0.49, 0.5)
+
+
+def test_every_face_counts_with_several_faces_per_photo():
+    """Two photos of two faces: a duplicate is a false alarm, a face found twice counts once."""
+    from facetrack.evaluate import metrics_from_detections
+
+    left, right = [0.05, 0.2, 0.35, 0.6], [0.6, 0.2, 0.9, 0.6]
+    samples = [
+        Sample(Path("p1.jpg"), source_id="p1", boxes=(Box(*left), Box(*right))),
+        Sample(Path("p2.jpg"), source_id="p2", boxes=(Box(*left), Box(*right))),
+        Sample(Path("p3.jpg"), None, "p3"),
+    ]
+    dets = [
+        (np.array([0.9, 0.8]), np.array([left, right])),  # both found
+        (
+            np.array([0.9, 0.7, 0.2]),
+            np.array([left, [0.06, 0.2, 0.36, 0.6], right]),
+        ),  # a duplicate; right low
+        (np.array([0.3]), np.array([[0.1, 0.1, 0.2, 0.2]])),  # below the threshold: no alarm
+    ]
+    m = metrics_from_detections(samples, dets, threshold=0.5)
+    assert m.faces == 4 and m.n_faces == 2 and m.n_no_face == 1
+    assert m.recall == pytest.approx(3 / 4)  # the right face of p2 is only found below the threshold
+    assert m.precision == pytest.approx(3 / 4)  # the duplicate on p2 is a false alarm
+    assert m.presence_accuracy == pytest.approx(1.0) and m.fp_rate == pytest.approx(0.0)
+    assert m.hit_rate == pytest.approx(1.0)  # every face has a box at some score
+    # ranked .9 TP, .9 TP, .8 TP, .7 FP, .3 FP, .2 TP: precision 1 up to recall 3/4, then 4/6
+    assert m.ap50 == pytest.approx(0.75 + 0.25 * 4 / 6)
+    p2 = m.per_image[1]
+    assert (p2.faces, p2.found, p2.missed, p2.false_alarms, p2.correct) == (2, 1, 1, 1, False)
+    assert len(p2.true_boxes) == 2 and len(p2.pred_boxes) == 3 and p2.pred_scores[0] == 0.9
+    assert [r["source_id"] for r in m.per_image_dicts()][0] == "p2"  # worst first
+
+
+def test_dense_outputs_are_decoded_per_image():
+    """Per-cell outputs: each image decoded (threshold, NMS) before matching."""
+    scores = np.full((2, 2, 3, 1), 0.01, np.float32)
+    boxes = np.zeros((2, 2, 3, 4), np.float32)
+    face = [0.1, 0.1, 0.4, 0.5]
+    scores[0, 0, 0, 0], boxes[0, 0, 0] = 0.9, face
+    scores[0, 0, 1, 0], boxes[0, 0, 1] = 0.6, [0.11, 0.1, 0.41, 0.5]  # NMS removes this duplicate
+    samples = [Sample(Path("a.jpg"), Box(*face), "a"), Sample(Path("b.jpg"), None, "b")]
+    m = compute_metrics(samples, scores, boxes, 0.5)
+    assert m.ap50 == pytest.approx(1.0) and m.precision == pytest.approx(1.0)
+    assert m.presence_accuracy == pytest.approx(1.0) and m.per_image[0].pred_scores == [0.9]

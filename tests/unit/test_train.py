@@ -18,7 +18,7 @@ import pytest
 from facetrack.cache import LiteRTFeatures, cached_pixels, feature_cache_key, prune_cache
 from facetrack.data import Sample, jitter_batch, pixel_dataset
 from facetrack.labels import Box
-from facetrack.loop import WeightAverage
+from facetrack.loop import WeightAverage, validation_losses
 from facetrack.train import (
     CLI_BACKBONE,
     DEFAULT_BACKBONE,
@@ -79,6 +79,112 @@ class Recorder(TrainCallbacks):
         return self.stop_after is not None and len(self.batches) >= self.stop_after
 
 
+def make_multi_synthetic(folder: Path, n: int, seed: int = 0, hw: tuple[int, int] = (48, 64)) -> list[Sample]:
+    """Noise images with 0, 1 or 2 bright ellipse 'faces' (left and right halves) and their boxes."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = hw
+    out = []
+    for i in range(n):
+        img = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
+        boxes = []
+        for half in range(i % 3):
+            bw, bh = rng.uniform(0.18, 0.3), rng.uniform(0.3, 0.45)
+            x1 = half * 0.5 + rng.uniform(0.02, 0.48 - bw)
+            y1 = rng.uniform(0.05, 0.95 - bh)
+            centre = (int((x1 + bw / 2) * w), int((y1 + bh / 2) * h))
+            cv2.ellipse(img, centre, (int(bw * w / 2), int(bh * h / 2)), 0, 0, 360, (230, 200, 170), -1)
+            boxes.append(Box(x1, y1, x1 + bw, y1 + bh))
+        path = folder / f"img{i:04d}.jpg"
+        cv2.imwrite(str(path), img)
+        out.append(Sample(path, source_id=f"m{i}", boxes=tuple(boxes)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multi")
+    return make_multi_synthetic(root / "train", 96, 0), make_multi_synthetic(root / "val", 24, 1)
+
+
+def test_dense_is_the_default_head_with_its_own_defaults():
+    s = TrainSettings(backbone="compact")
+    assert s.head == "dense" and s.input_size == [120, 160] and s.input_hw == (120, 160)
+    assert s.class_loss_weight == 20.0 and s.ema_decay == 0.995
+    single = TrainSettings(backbone="compact", head="single")
+    assert single.input_size == 120 and single.class_loss_weight == 0.5 and single.ema_decay == 0.998
+    assert TrainSettings(backbone="vgg16", input_size=96).input_size == 96
+    assert TrainSettings.from_dict(s.to_dict()) == s
+    with pytest.raises(ValueError, match="square"):
+        TrainSettings(head="single", input_size=[96, 128])
+    with pytest.raises(ValueError):
+        TrainSettings(head="three")
+
+
+def test_dense_targets_of_samples_mark_every_face(multi):
+    from facetrack.data import targets
+
+    tr, _ = multi
+    two = [x for x in tr if len(x.boxes) == 2][:3]
+    cls, box = targets(two, (6, 8))
+    assert cls.shape == (3, 6, 8, 1) and box.shape == (3, 6, 8, 4)
+    for i, sample in enumerate(two):
+        for b in sample.boxes:  # each face's own cell is positive and holds its box
+            r, c = int((b.y1 + b.y2) / 2 * 6), int((b.x1 + b.x2) / 2 * 8)
+            assert cls[i, r, c, 0] == 1.0
+            assert box[i, r, c] == pytest.approx(b.to_list())
+
+
+def test_dense_pixel_dataset_targets_mirror_and_mosaic(tmp_path, multi):
+    from facetrack.data import dense_pixel_dataset
+
+    tr, _ = multi
+    pixels = cached_pixels(tr[:20], (48, 64), tmp_path / "c", Recorder(), batch_size=8)
+    assert pixels.shape == (20, 48, 64, 3)
+    plain = list(dense_pixel_dataset(pixels, tr[:20], 8, (6, 8), seed=0, flip=False))
+    assert [len(x) for x, _ in plain] == [8, 8, 4]
+    faces = sum(len(x.boxes) for x in tr[:20])
+    # every face has its positive cells (a cell shared by two faces counts once)
+    assert sum(int((y["class"].numpy() == 1).any(axis=-1).sum() > 0) for _, y in plain) == 3
+    assert sum(int((y["bbox"].numpy()[..., 2] > 0).sum()) for _, y in plain) >= faces
+    mixed = list(dense_pixel_dataset(pixels, tr[:20], 8, (6, 8), seed=0, flip=True, mosaic=0.5))
+    assert sum(len(x) for x, _ in mixed) == 30  # 20 images + 10 mosaics per epoch
+    x, y = mixed[0]
+    assert x.shape[1:] == (48, 64, 3) and y["class"].shape[1:] == (6, 8, 1)
+
+
+def test_dense_compact_end_to_end(tmp_path, multi):
+    """The default (dense) compact training: AP over every face on validation, checkpoint, decode.json."""
+    from facetrack.decode import load_decode_settings
+    from facetrack.evaluate import compute_metrics, predict_samples
+    from facetrack.model import load_model
+
+    tr, va = multi
+    run = tmp_path / "run"
+    s = TrainSettings(backbone="compact", weights="none", input_size=[48, 64], epochs=3, batch_size=16,
+                      export_tflite=False, mosaic=0.25)  # fmt: skip
+    rec = Recorder()
+    result = train(tr, va, s, run, rec)
+    assert result.state == "finished"
+    assert len(rec.batches) == 3 * 8  # (96 + 24 mosaics) / 16 per epoch
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert {"val_ap50", "val_loss", "val_class_loss", "val_bbox_loss", "class_loss", "bbox_loss"} <= set(
+        rows[0]
+    )
+    best = result.history[result.best_epoch - 1]
+    assert np.isfinite(best.val_ap50) and best.val_score == pytest.approx(best.val_ap50)
+    assert result.best_val_score == pytest.approx(max(r.val_ap50 for r in result.history))
+    model = load_model(run / "model.keras")
+    assert model.input_shape == (None, 48, 64, 3) and model.output["class"].shape[1:] == (6, 8, 1)
+    scores, boxes = predict_samples(model, va, (48, 64))
+    assert compute_metrics(va, scores, boxes).ap50 == pytest.approx(
+        best.val_ap50, abs=1e-4
+    )  # the kept weights
+    decode = load_decode_settings(run)
+    assert (run / "decode.json").is_file() and 0.2 <= decode.threshold <= 0.8 and decode.nms_iou == s.nms_iou
+    assert "score threshold" in (run / "train.log").read_text()
+
+
 def test_settings_defaults_and_round_trip():
     assert TrainSettings().backbone == DEFAULT_BACKBONE == "vgg16"
     assert CLI_BACKBONE == "compact"
@@ -99,7 +205,9 @@ def test_compact_end_to_end(tmp_path, data):
     tr, va = data
     run = tmp_path / "runs" / "r1"
     rec = Recorder()
-    s = TrainSettings(backbone="compact", weights="none", input_size=32, epochs=4, batch_size=16, patience=10)
+    s = TrainSettings(
+        backbone="compact", head="single", weights="none", input_size=32, epochs=4, batch_size=16, patience=10
+    )
     result = train(tr, va, s, run, rec)
     assert result.state == "finished"
     for name in ("settings.json", "history.csv", "model.keras", "train.log", "status.json"):
@@ -138,7 +246,7 @@ def test_compact_keeps_the_validated_averaged_weights(tmp_path, data):
 
     tr, va = data
     s = TrainSettings(
-        backbone="compact", weights="none", input_size=32, epochs=2, batch_size=16,
+        backbone="compact", head="single", weights="none", input_size=32, epochs=2, batch_size=16,
         export_tflite=False, mirror_average=False, ema_decay=0.9,
     )  # fmt: skip
     result = train(tr, va, s, tmp_path / "run")
@@ -147,8 +255,13 @@ def test_compact_keeps_the_validated_averaged_weights(tmp_path, data):
     scores, boxes = predict_samples(model, va, 32)
     best = result.history[result.best_epoch - 1]
     assert validation_score(va, scores, boxes, 0.5) == pytest.approx(best.val_score, abs=1e-4)
-    # the mean IoU moves with every weight, so it tells the averaged weights from the last ones
-    assert compute_metrics(va, scores, boxes, 0.5).mean_iou == pytest.approx(best.val_mean_iou, abs=1e-4)
+    # the validation losses move with every weight, so they tell the averaged weights from the last ones
+    bce, loc = validation_losses(va, scores, boxes, s)
+    assert (bce, loc) == (
+        pytest.approx(best.val_class_loss, abs=1e-4),
+        pytest.approx(best.val_bbox_loss, abs=1e-4),
+    )
+    assert (compute_metrics(va, scores, boxes, 0.5).ap50 or 0.0) == pytest.approx(best.val_ap50, abs=1e-4)
 
 
 def test_stop_after_one_batch_keeps_a_model(tmp_path, data):
@@ -170,13 +283,13 @@ def test_vgg16_feature_cache_is_reused(tmp_path, data):
     cache = tmp_path / "cache"
     s = TrainSettings(
         backbone="vgg16", weights="none", input_size=32, export_tflite=False, epochs=2, batch_size=16
-    )
+    )  # the dense head: block5_conv3 features, a 2x2 grid at 32x32
     first = Recorder()
     r1 = train(tr, va, s, tmp_path / "a", first, cache_dir=cache)
     assert r1.state == "finished" and (tmp_path / "a" / "model.keras").is_file()
-    key = feature_cache_key(tr, f"vgg16/{LiteRTFeatures.precision}", "none", 32)  # LiteRT fills it
+    key = feature_cache_key(tr, f"vgg16/{LiteRTFeatures.precision}/dense", "none", 32)  # LiteRT fills it
     feats = cache / key / "features.npy"
-    assert feats.is_file() and np.load(feats, mmap_mode="r").shape == (len(tr), 1, 1, 512)
+    assert feats.is_file() and np.load(feats, mmap_mode="r").shape == (len(tr), 2, 2, 512)
     mtime = feats.stat().st_mtime_ns
     assert [st for st in first.stages if st[0] == "features"][0] == ("features", 0, len(tr))
     second = Recorder()
@@ -210,6 +323,7 @@ def test_vgg16_fine_tune_runs(tmp_path, data):
     tr, va = data
     s = TrainSettings(
         backbone="vgg16",
+        head="single",
         weights="none",
         input_size=32,
         export_tflite=False,
@@ -291,7 +405,7 @@ def test_mirrored_strategy_on_two_cpu_devices(tmp_path, data):
         assert make_strategy("mirrored").num_replicas_in_sync == 2
         d = json.loads(Path({str(listing)!r}).read_text())
         mk = lambda rows: [Sample(Path(p), Box(*b) if b else None) for p, b in rows]
-        s = TrainSettings(backbone="compact", weights="none", input_size=32, export_tflite=False, epochs=1, batch_size=16, strategy="mirrored")
+        s = TrainSettings(backbone="compact", weights="none", input_size=[32, 48], export_tflite=False, epochs=1, batch_size=16, strategy="mirrored")
         r = train(mk(d["tr"]), mk(d["va"]), s, Path({str(tmp_path / "run")!r}))
         print("STATE", r.state, len(r.history))
         """
