@@ -393,6 +393,7 @@ def train_live_model(
         patience=epochs,
         batch_size=32,
         ema_decay=0.98,
+        mosaic=0.0,  # the camera's faces are large: no small-face mosaics (they cost time here)
         name="e2e-live",
     )
     run_dir = project.runs_dir / "20260101-000000-e2e-live"
