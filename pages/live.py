@@ -1,4 +1,4 @@
-"""Live: your own face detector on the webcam, frame by frame, with a photo fallback."""
+"""Live: your own face detector on the webcam, every face frame by frame, with a photo fallback."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import streamlit as st
 import streamlit_webrtc  # noqa: F401 - before TensorFlow (see above)
 
 from facetrack import runs as run_files
-from facetrack.detect import Detector, DetectorError, detections_from, draw_detections
+from facetrack.decode import load_decode_settings
+from facetrack.detect import Detection, Detector, DetectorError, draw_detections
+from facetrack.evaluate import is_face
 from facetrack.images import ImageError, decode_image, encode_jpeg
 from ui.common import header, pick_run, require_project
 from ui.live import LiveProcessor
@@ -55,11 +57,16 @@ def processor() -> LiveProcessor:
 
 def show_stats(proc: LiveProcessor) -> None:
     s = proc.snapshot()
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4, c5 = st.columns(5)
     c1.metric("Frames per second", f"{s.fps:.1f}" if s.fps is not None else "–")
     c2.metric("Model time per frame", f"{s.model_ms:.0f} ms" if s.model_ms is not None else "–")
     c3.metric("Frame size", f"{s.frame_size[0]}×{s.frame_size[1]}" if s.frame_size else "–")
-    c4.metric("Frames with a face", f"{s.faces} of {s.frames}" if s.frames else "–")
+    c4.metric(
+        "Faces in frame",
+        str(s.faces_in_frame) if s.frames else "–",
+        help=f"Faces drawn on the last frame; the most on one frame so far: {s.most_faces}.",
+    )
+    c5.metric("Frames with a face", f"{s.faces} of {s.frames}" if s.frames else "–")
     if s.error:
         st.error(f"The detector failed on a frame: {s.error}")
 
@@ -68,6 +75,27 @@ def show_stats(proc: LiveProcessor) -> None:
 def live_stats(proc: LiveProcessor) -> None:
     """Refreshes the measured numbers every second while the camera streams."""
     show_stats(proc)
+
+
+def show_photo_result(found: list[Detection], candidates: list[Detection]) -> None:
+    """How many faces the photo has above the threshold, with their scores."""
+    if found:
+        scores = ", ".join(f"{d.score:.2f}" for d in found)
+        n = len(found)
+        st.success(f"Found {n} face{'s' if n != 1 else ''} (score{'s' if n != 1 else ''} {scores}).")
+    elif candidates:
+        st.info(f"No face above the threshold (the best score was {candidates[0].score:.2f}).")
+    else:
+        st.info("No face above the threshold.")
+
+
+def start_threshold(run: Path) -> float:
+    """The run's own threshold (``decode.json``); the slider starts there each time another run is chosen."""
+    value = load_decode_settings(run).threshold
+    if st.session_state.get("live_threshold_run") != str(run):
+        st.session_state["live_threshold_run"] = str(run)
+        st.session_state["live_threshold"] = round(value, 2)
+    return value
 
 
 # -- choose a model ---------------------------------------------------------------
@@ -90,21 +118,27 @@ engine = right.selectbox(
     key="live_engine",
     help="LiteRT runs the .tflite file and is several times faster on a CPU; Keras is the fallback.",
 )
+run_threshold = start_threshold(run)
 c1, c2 = st.columns([2, 1])
 threshold = c1.slider(
     "Confidence threshold",
     0.0,
     1.0,
-    0.5,
-    0.05,
+    step=0.05,
     key="live_threshold",
-    help="A face is shown when the model's score is at least this. Higher: fewer false alarms, more misses.",
+    help=(
+        "A face is shown when the model's score is at least this. Higher: fewer false alarms, more misses. "
+        f"This model's own threshold (picked on validation) is {run_threshold:.2f}."
+    ),
 )
 smoothing = c2.toggle(
-    "Smooth the box",
+    "Smooth the boxes",
     value=True,
     key="live_smoothing",
-    help="Averages the box over a few frames so it does not jitter; a short dropout keeps the last box.",
+    help=(
+        "Follows each face on its own from frame to frame and averages its box so it does not jitter; "
+        "a face is drawn once seen in two frames running, and kept for a short dropout."
+    ),
 )
 
 try:
@@ -162,7 +196,8 @@ with camera_tab:
         live_stats(proc)
     else:
         st.caption(
-            "Press **Start camera** and allow the camera. The box, its score and the FPS are drawn on the video."
+            "Press **Start camera** and allow the camera. Every face found gets a box with its score, "
+            "and the FPS is drawn on the video."
         )
         show_stats(proc)
     connection_hint()
@@ -170,7 +205,7 @@ with camera_tab:
 # -- fallback: one photo ------------------------------------------------------------
 
 with photo_tab:
-    st.caption("No live video? Take a photo or upload one, and the same model finds the face in it.")
+    st.caption("No live video? Take a photo or upload one, and the same model finds the faces in it.")
     shot = st.camera_input("Take a photo", key="live_camera_photo")
     upload = st.file_uploader(
         "…or upload a photo", type=["jpg", "jpeg", "png", "webp", "bmp"], key="live_upload"
@@ -183,18 +218,15 @@ with photo_tab:
             st.error(f"This photo cannot be read: {exc}")
         else:
             try:
-                score, box = detector.predict_raw(rgb, "rgb")
+                candidates = detector.detect(rgb, "rgb", threshold=0.0)  # best first
             except (DetectorError, ValueError) as exc:
                 st.error(f"The detector failed on this photo: {exc}")
             else:
                 h, w = rgb.shape[:2]
-                found = detections_from(score, box, w, h, threshold)
+                found = [d for d in candidates if is_face(d.score, threshold)]
                 drawn = draw_detections(np.array(rgb), found, color="rgb", copy=True)
                 st.image(encode_jpeg(drawn), caption=f"{w}×{h} photo")
-                if found:
-                    st.success(f"Found a face with score {score:.2f}.")
-                else:
-                    st.info(f"No face above the threshold (the model's score was {score:.2f}).")
+                show_photo_result(found, candidates)
 
 st.divider()
 st.page_link(

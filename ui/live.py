@@ -4,9 +4,11 @@ Two threads meet here and nowhere else:
 
 * the **script thread** (the page) calls :meth:`LiveProcessor.configure` with the
   detector, threshold and smoothing the user chose, and :meth:`snapshot` to
-  show the measured frames per second;
+  show the measured frames per second and the faces in the frame;
 * the **frame callback thread** (streamlit-webrtc's worker) calls
-  :meth:`process` on every video frame. It never calls ``st.*``.
+  :meth:`process` on every video frame: every face above the threshold is
+  detected, smoothed on its own track (:class:`facetrack.smoothing.BoxSmoother`)
+  and drawn with its score. It never calls ``st.*``.
 
 All shared fields are read and written under one lock. The detector is
 called outside that lock (it has its own), so a slow frame never blocks the
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from facetrack.detect import Detection, detections_from, draw_detections
+from facetrack.detect import Detection, draw_detections
 from facetrack.smoothing import BoxSmoother
 
 FPS_WINDOW = 30  # frames the FPS is measured over
@@ -36,8 +38,10 @@ class LiveStats:
 
     fps: float | None  # frames per second over the last FPS_WINDOW frames (None until 2 frames)
     frames: int  # frames processed since the page was opened
-    faces: int  # frames in which a face was shown
-    last_score: float | None  # the model's raw score on the last frame
+    faces: int  # frames in which at least one face was shown
+    faces_in_frame: int  # faces drawn on the last frame
+    most_faces: int  # the most faces drawn on one frame since the page was opened
+    last_score: float | None  # the best detection's score on the last frame (None: no face found)
     model_ms: float | None  # mean time the model took per frame (ms), recent frames
     frame_size: tuple[int, int] | None  # (width, height) of the last frame
     backend: str | None  # "litert" or "keras"
@@ -57,6 +61,8 @@ class LiveProcessor:
         self._model_ms: deque[float] = deque(maxlen=FPS_WINDOW)
         self._frames = 0
         self._faces = 0
+        self._faces_in_frame = 0
+        self._most_faces = 0
         self._last_score: float | None = None
         self._frame_size: tuple[int, int] | None = None
         self._error: str | None = None
@@ -88,6 +94,8 @@ class LiveProcessor:
                 fps=fps,
                 frames=self._frames,
                 faces=self._faces,
+                faces_in_frame=self._faces_in_frame,
+                most_faces=self._most_faces,
                 last_score=self._last_score,
                 model_ms=model_ms,
                 frame_size=self._frame_size,
@@ -97,7 +105,7 @@ class LiveProcessor:
 
     # -- frame callback thread ------------------------------------------------------
     def process(self, bgr: np.ndarray, now: float | None = None) -> np.ndarray:
-        """Detect, smooth and draw on one BGR frame (in place when possible) and return it."""
+        """Detect every face, smooth each one and draw them on one BGR frame (in place when possible)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             detector, threshold, smoothing = self._detector, self._threshold, self._smoothing
@@ -113,8 +121,8 @@ class LiveProcessor:
         if detector is not None:
             t0 = time.perf_counter()
             try:
-                score, box = detector.predict_raw(bgr, "bgr")
-                detections = detections_from(score, box, w, h, threshold)
+                detections = detector.detect(bgr, "bgr", threshold=threshold)
+                score = max((d.score for d in detections), default=None)
             except Exception as exc:  # noqa: BLE001 - a bad frame must not end the stream
                 error = f"{type(exc).__name__}: {exc}"
             elapsed = (time.perf_counter() - t0) * 1000.0
@@ -124,6 +132,8 @@ class LiveProcessor:
             self._times.append(now)
             self._frames += 1
             self._faces += bool(detections)
+            self._faces_in_frame = len(detections)
+            self._most_faces = max(self._most_faces, len(detections))
             self._last_score = score
             self._frame_size = (w, h)
             if elapsed is not None:

@@ -1,4 +1,4 @@
-"""Tests for facetrack.detect: preprocessing, backends, pixel mapping, drawing, smoothing."""
+"""Tests for facetrack.detect: preprocessing, backends, pixel mapping, drawing (smoothing: test_smoothing.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from facetrack.detect import (
 )
 from facetrack.export import export_tflite
 from facetrack.labels import Box
-from facetrack.smoothing import BoxSmoother
 from tests.standin import standin_model as make_standin
 
 SIZE = 48
@@ -340,60 +339,6 @@ def test_draw_gray_bgra_and_other_size_detection():
     assert gray.shape == (240, 320) and gray[120, 64] > 0  # rescaled to this frame: x1 = 64
     bgra = draw_detections(np.zeros((240, 320, 4), np.uint8), [d])
     assert bgra[120, 64, 3] == 255 and bgra[120, 64, 1] > 0
-
-
-# -- smoothing ---------------------------------------------------------------------
-
-
-def _noisy_track(n: int, seed: int = 0, noise: float = 0.02):
-    rng = np.random.default_rng(seed)
-    truth = np.array([0.3, 0.3, 0.6, 0.7])
-    dets = []
-    for _ in range(n):
-        b = truth + rng.normal(0, noise, 4)
-        dets.append(Detection.from_box(float(np.clip(0.8 + rng.normal(0, 0.1), 0, 1)), to_box(b), 640, 480))
-    return truth, dets
-
-
-def test_smoother_reduces_jitter():
-    truth, dets = _noisy_track(200)
-    sm = BoxSmoother(alpha=0.4)
-    smoothed = [sm.update([d])[0] for d in dets]
-    raw = np.array([d.box.to_list() for d in dets])
-    out = np.array([d.box.to_list() for d in smoothed])
-    assert np.diff(out, axis=0).std() < 0.6 * np.diff(raw, axis=0).std()
-    assert np.abs(out[20:] - truth).mean() < np.abs(raw[20:] - truth).mean()
-    assert np.std([d.score for d in smoothed]) < np.std([d.score for d in dets])
-    assert smoothed[-1].frame_size == (640, 480) and isinstance(smoothed[-1].x1, int)
-
-
-def test_smoother_holds_then_resets_when_face_disappears():
-    _, dets = _noisy_track(5)
-    sm = BoxSmoother(alpha=0.5, max_missing=3, hold=1)
-    for d in dets:
-        last = sm.update([d])[0]
-    assert sm.update([]) == [last]  # one dropped frame: keep showing the face
-    assert sm.update([]) == []
-    assert sm.update([]) == []  # third miss: state forgotten
-    far = Detection.from_box(0.9, Box(0.0, 0.0, 0.1, 0.1), 640, 480)
-    near_old = Detection.from_box(0.9, Box(0.3, 0.3, 0.6, 0.7), 640, 480)
-    assert sm.update([near_old])[0].box == near_old.box  # fresh start, no blending with the past
-    assert sm.update([far])[0].box == far.box  # jump (low IoU): reset, no lag
-
-
-def test_smoother_blends_overlapping_boxes_and_picks_best():
-    sm = BoxSmoother(alpha=0.5)
-    a = Detection.from_box(0.8, Box(0.2, 0.2, 0.6, 0.6), 100, 100)
-    b = Detection.from_box(0.6, Box(0.3, 0.3, 0.7, 0.7), 100, 100)
-    sm.update([a])
-    (out,) = sm.update([b, Detection.from_box(0.1, Box(0.0, 0.0, 0.05, 0.05), 100, 100)])
-    assert out.box.to_list() == pytest.approx([0.25, 0.25, 0.65, 0.65])
-    assert out.score == pytest.approx(0.7)
-    assert (out.x1, out.y1, out.x2, out.y2) == (25, 25, 65, 65)
-    sm.reset()
-    assert sm.update([]) == []
-    with pytest.raises(ValueError):
-        BoxSmoother(alpha=0)
 
 
 # -- live loop ---------------------------------------------------------------------
