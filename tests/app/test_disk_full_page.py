@@ -28,7 +28,8 @@ def test_augment_and_train_pages_say_the_disk_is_full(app, workspace: Path) -> N
         project = create_project("tiny", workspace)
         add_photos(project, n_face=6, n_no_face=2)
         at = app("pages/augment.py", project="tiny")
-        at.button(key="aug_go").click().run()  # 20 copies at 160 px: more than the disk holds
+        at.slider(key="aug_copies_per_image").set_value(200).run()
+        at.button(key="aug_go").click().run()  # 200 copies a photo: more than the disk holds
         no_exception(at)
         _wait(lambda: tasks.augment_state(project)["state"] != "running")
         at.run()

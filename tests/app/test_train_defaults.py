@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from facetrack.train import TrainSettings
 from facetrack.weights import VGG16_NOTOP_FILE
 from facetrack.workspace import create_project
 from tests.app.conftest import no_exception
@@ -56,7 +57,7 @@ def test_offline_without_weights_defaults_to_compact_and_warns_on_vgg16(app, rea
     at = app(TRAIN, project=ready.name)
     no_exception(at)
     assert at.radio(key="train_backbone").value == "compact"
-    assert at.number_input(key="train_epochs_compact").value == 8
+    assert at.number_input(key="train_epochs_compact").value == TrainSettings(backbone="compact").epochs
     at.radio(key="train_backbone").set_value("vgg16").run()
     no_exception(at)
     assert any("internet cannot be reached" in w.value for w in at.warning)

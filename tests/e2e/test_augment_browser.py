@@ -31,7 +31,9 @@ def test_reset_to_defaults_restores_the_sliders(page, app_server, e2e_workspace)
 
     open_page(page, app_server, "augment", PROJECT, timeout=120)
     expect(page.get_by_text("The training set is up to date.")).to_be_visible()
-    copies = page.get_by_role("slider", name="Copies per photo")
+    copies = page.locator(
+        'input[type="range"][aria-label="Copies per photo"]'
+    )  # not "... with several faces"
     expect(copies).to_have_value(str(defaults.copies_per_image))
     copies.focus()
     for _ in range(3):
