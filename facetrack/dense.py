@@ -83,20 +83,12 @@ def vgg16_dense_parts(weights_path: str | None, input_hw: tuple[int, int]) -> tu
     :func:`facetrack.model.resolve_vgg16_weights`) or None for random weights.
     ``input_hw``: ``(H, W)``. Returns ``(feature_model, head_model)``.
     """
-    from facetrack.model import Preprocess, WeightsUnavailable
+    from facetrack.model import Preprocess, vgg16_base
 
     h, w = int(input_hw[0]), int(input_hw[1])
     inp = keras.Input((h, w, 3), name="image", dtype="float32")
     x = Preprocess("vgg16", name="preprocess")(inp)
-    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(h, w, 3))
-    if weights_path is not None:
-        try:
-            base.load_weights(weights_path)
-        except Exception as exc:
-            raise WeightsUnavailable(
-                f"The weights file '{weights_path}' could not be read as VGG16 weights ({exc}). "
-                "Delete it so it is downloaded again, or choose the 'compact' backbone."
-            ) from None
+    base = vgg16_base(weights_path, (h, w))
     trunk = keras.Model(base.input, base.get_layer("block5_conv3").output, name="vgg16_trunk")
     trunk.trainable = False
     feats = trunk(x, training=False)

@@ -160,19 +160,29 @@ def resolve_vgg16_weights(weights: str | os.PathLike | None) -> str | None:
 # --------------------------------------------------------------------------- builders
 
 
-def _vgg16_parts(weights: Any, input_size: int) -> tuple[keras.Model, keras.Model]:
-    weights_path = resolve_vgg16_weights(weights)
-    inp = keras.Input((input_size, input_size, 3), name="image", dtype="float32")
-    x = Preprocess("vgg16", name="preprocess")(inp)
-    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(input_size, input_size, 3))
+def vgg16_base(weights_path: str | None, input_hw: tuple[int, int]) -> keras.Model:
+    """Keras' VGG16 without its top, for ``(h, w, 3)`` inputs, with the weights file loaded (if any).
+
+    Raises :class:`WeightsUnavailable` when the file cannot be read as VGG16 weights.
+    """
+    h, w = int(input_hw[0]), int(input_hw[1])
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(h, w, 3))
     if weights_path is not None:
         try:
             base.load_weights(weights_path)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same plain message
             raise WeightsUnavailable(
                 f"The weights file '{weights_path}' could not be read as VGG16 weights ({exc}). "
                 "Delete it so it is downloaded again, or choose the 'compact' backbone."
             ) from None
+    return base
+
+
+def _vgg16_parts(weights: Any, input_size: int) -> tuple[keras.Model, keras.Model]:
+    weights_path = resolve_vgg16_weights(weights)
+    inp = keras.Input((input_size, input_size, 3), name="image", dtype="float32")
+    x = Preprocess("vgg16", name="preprocess")(inp)
+    base = vgg16_base(weights_path, (input_size, input_size))
     base.trainable = False
     feats = base(x, training=False)
     feature_model = keras.Model(inp, feats, name="vgg16_features")
