@@ -143,9 +143,11 @@ with st.container(horizontal=True, vertical_alignment="center"):
 st.divider()
 st.caption(
     ":material/lock: **Privacy:** your photos, labels and models stay in the folder "
-    f"`{project.path}` on this computer. FaceTrack sends nothing anywhere; the only network "
-    "access is a one-time download of a ready-made image model, if you choose it on the Train "
-    "page (the ImageNet weights of the VGG16 backbone, about 58 MB). The compact model needs none."
+    f"`{project.path}` on this computer. FaceTrack sends nothing anywhere; the only download "
+    "is a one-time download of a ready-made image model, if you choose it on the Train page "
+    "(the ImageNet weights of the VGG16 backbone, about 58 MB), and to pick its default the Train "
+    "page checks whether that download site can be reached (nothing is sent; "
+    "`FACETRACK_OFFLINE=1` turns this off). The compact model needs none."
 )
 
 with st.expander("Delete photos or the project", icon=":material/delete:"):
