@@ -18,7 +18,7 @@ And the compact multi-face (dense) model, the Live page's default, on 640x480
 frames showing two people side by side (two face photos, each resized into
 its half): ``Detector.detect`` (resize, LiteRT inference, decode: threshold,
 NMS) + ``draw_detections``, and its parts timed apart (resize + to float,
-inference, decode, draw). Random weights (``--dense-hw``, default 120x160;
+inference, decode, draw). Random weights, mirror-averaged as training saves it (``--dense-hw``, default 120x160;
 decoding keeps the two best cells so that two boxes are drawn, as in the
 demo), or a trained run's ``model.tflite`` and ``decode.json`` with
 ``--dense-run``.
@@ -169,9 +169,10 @@ def dense_detector(tmp: Path, hw: tuple[int, int], run: Path | None, threads: in
     if run is not None:
         det = Detector.from_run(run, backend="litert", num_threads=threads)
         return det, f"run {run.name}, threshold {det.threshold:.2f} (decode.json)"
-    from facetrack.model import build_model
+    from facetrack.model import build_model, with_mirror_average
 
-    model = build_model("compact", weights=None, input_size=hw, head="dense")
+    # as training saves it: mirror-averaged (the image and its mirror, cell by cell)
+    model = with_mirror_average(build_model("compact", weights=None, input_size=hw, head="dense"))
     path = export_tflite(model, tmp / "compact_dense.tflite", quantize="dynamic")
     # random weights: keep the two best cells, so that decoding and drawing do the demo's work
     det = Detector.from_tflite(path, 0.0, threads, decode_settings=DecodeSettings(threshold=0.0, max_faces=2))

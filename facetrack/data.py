@@ -411,9 +411,10 @@ def dense_batches(
     draws a new order of the ``N`` images plus ``round(mosaic * N)`` 2x2
     mosaics of four random images at half size (drawn anew each epoch,
     :func:`facetrack.dense.mosaic`: small faces, several per image), mirrors
-    half of the images (``flip``, boxes follow) and builds the batch's
+    half of the images (``flip``, boxes follow) and picks the batch's
     per-cell targets (:func:`facetrack.dense.dense_targets` with
-    ``target_settings``). Elements: float32 ``(B, H, W, 3)`` 0..255 and
+    ``target_settings``, built once for each image as it is and mirrored;
+    a mosaic's when it is made). Elements: float32 ``(B, H, W, 3)`` 0..255 and
     ``{"class": (B, Gh, Gw, 1), "bbox": (B, Gh, Gw, 4)}``; ``drop_remainder``
     drops the last incomplete batch.
     """
@@ -428,27 +429,46 @@ def dense_batches(
     rng = np.random.default_rng(seed)
     gh, gw = int(grid[0]), int(grid[1])
     stop = total - batch_size + 1 if drop_remainder else total
+    # The targets of every image, as it is and mirrored, built once: an epoch only picks them.
+    plain_targets = dense_targets(boxes, (gh, gw), target_settings)
+    mirror_targets = (
+        dense_targets([flip_boxes(b) for b in boxes], (gh, gw), target_settings) if flip else None
+    )
+
+    def pick_targets(real: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if mirror_targets is None:
+            return plain_targets[0][real], plain_targets[1][real]
+        m = mirror[:, None, None, None]
+        return tuple(
+            np.where(m, f[real], p[real]) for p, f in zip(plain_targets, mirror_targets, strict=True)
+        )
 
     def gen():
         order = rng.permutation(total)
         for i in range(0, stop, batch_size):
             chunk = order[i : i + batch_size]
             real = np.sort(chunk[chunk < n])
-            xb = np.asarray(images[real], np.float32)
-            bb = [boxes[j] for j in real]
+            xb = np.asarray(images[real], np.uint8)
+            mirror = rng.random(len(real)) < 0.5 if flip else np.zeros(len(real), bool)
+            xb[mirror] = xb[mirror, :, ::-1]
+            cls, box = pick_targets(real, mirror)
             k = int((chunk >= n).sum())
             if k:
                 xm, bm = make_mosaic(images, boxes, k, int(rng.integers(2**31)))
-                xb, bb = np.concatenate([xb, xm.astype(np.float32)]), bb + list(bm)
-            if flip:
-                mirror = rng.random(len(bb)) < 0.5
-                xb[mirror] = xb[mirror, :, ::-1]
-                bb = [flip_boxes(b) if m else b for b, m in zip(bb, mirror, strict=True)]
-            cls, box = dense_targets(bb, (gh, gw), target_settings)
+                if flip:
+                    flipped = rng.random(k) < 0.5
+                    xm[flipped] = xm[flipped, :, ::-1]
+                    bm = [flip_boxes(b) if f else b for b, f in zip(bm, flipped, strict=True)]
+                cm, boxm = dense_targets(bm, (gh, gw), target_settings)
+                xb, cls, box = (
+                    np.concatenate([xb, xm]),
+                    np.concatenate([cls, cm]),
+                    np.concatenate([box, boxm]),
+                )
             yield xb, {"class": cls, "bbox": box}
 
     sig = (
-        tf.TensorSpec((None, *images.shape[1:]), tf.float32),
+        tf.TensorSpec((None, *images.shape[1:]), tf.uint8),
         {
             "class": tf.TensorSpec((None, gh, gw, 1), tf.float32),
             "bbox": tf.TensorSpec((None, gh, gw, 4), tf.float32),
@@ -456,6 +476,8 @@ def dense_batches(
     )
     batches = total // batch_size if drop_remainder else -(-total // batch_size)
     ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    # uint8 through the generator (a quarter of float32's bytes), float32 for the model
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
     return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(2)
 
 

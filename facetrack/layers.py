@@ -195,6 +195,31 @@ class MirrorBox(layers.Layer):
         return input_shape
 
 
+@keras.saving.register_keras_serializable(package="facetrack")
+class MirrorCells(layers.Layer):
+    """A dense head's map ``(N, Gh, Gw, C)`` found in a mirrored image -> the map of the original image.
+
+    The cells are mirrored left-right; with ``boxes`` (``C == 4``, ``[x1, y1, x2, y2]``
+    normalized) each box is mirrored too.
+    """
+
+    def __init__(self, boxes: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.boxes = bool(boxes)
+
+    def call(self, m):
+        m = ops.flip(m, axis=2)
+        if self.boxes:
+            m = ops.stack([1.0 - m[..., 2], m[..., 1], 1.0 - m[..., 0], m[..., 3]], axis=-1)
+        return m
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "boxes": self.boxes}
+
+
 # --------------------------------------------------------------------------- the dense head (facetrack.dense)
 
 

@@ -58,6 +58,7 @@ from facetrack.layers import (
     LocalizationLoss,
     MaxOverGrid,
     MirrorBox,
+    MirrorCells,
     MirrorImage,
     Preprocess,
     SortCorners,
@@ -244,6 +245,19 @@ COMPACT_BLOCKS: tuple[tuple[str, int, int, int], ...] = (
     ("sep", 128, 1, 2),  # dilated: each cell sees the whole face, even a large one
     ("sep", 128, 1, 4),
 )
+# The dense head's backbone: the same, wider at S/8 (where faces are found) and at S/16
+# (cheap there: 80 cells at 160x120), and a global context (the whole picture's mean deep
+# features) added to every cell, so that a lamp's or a panda's face-like patch is judged
+# with the rest of the photo. Measured with benchmarks/pipeline.py (benchmarks/README.md).
+COMPACT_DENSE_BLOCKS: tuple[tuple[str, int, int, int], ...] = (
+    ("conv", 16, 2, 1),
+    ("conv", 32, 2, 1),
+    ("conv", 64, 2, 1),
+    ("sep", 128, 1, 1),
+    ("sep", 192, 2, 1),
+    ("sep", 192, 1, 2),
+    ("sep", 192, 1, 4),
+)
 # End on the S/8 grid (15x15 at 120x120) rather than S/16: the deep map is resized up
 # and added to the last S/8 map (a small feature pyramid), which helps small faces.
 COMPACT_FINE_WIDTH = 64
@@ -255,8 +269,11 @@ def _compact_parts(
     input_size: int | tuple[int, int],
     blocks: tuple[tuple[str, int, int, int], ...] | None = None,
     head: str = "single",
+    context: bool | None = None,
 ) -> tuple[keras.Model, keras.Model]:
-    blocks = COMPACT_BLOCKS if blocks is None else blocks
+    context = head == "dense" if context is None else context
+    if blocks is None:
+        blocks = COMPACT_DENSE_BLOCKS if head == "dense" else COMPACT_BLOCKS
     ih, iw = input_hw(input_size)
     inp = keras.Input((ih, iw, 3), name="image", dtype="float32")
     x = Preprocess("scale", name="preprocess")(inp)
@@ -277,7 +294,11 @@ def _compact_parts(
         x = _conv_bn(x, COMPACT_FINE_WIDTH, 1, name="fine_reduce")
         up = layers.Resizing(h, w, interpolation="bilinear", name="fine_up")(x)
         lateral = _conv_bn(skip, COMPACT_FINE_WIDTH, 1, name="fine_lateral")
-        x = layers.Add(name="fine_add")([up, lateral])
+        parts = [up, lateral]
+        if context:  # the whole picture's context, the same for every cell
+            context = layers.GlobalAveragePooling2D(keepdims=True, name="context_pool")(x)
+            parts.append(_conv_bn(context, COMPACT_FINE_WIDTH, 1, name="context"))
+        x = layers.Add(name="fine_add")(parts)
         # A plain 3x3 conv: TensorFlow's CPU depthwise gradients cost more than this.
         x = _conv_bn(x, COMPACT_FINE_WIDTH, 3, name="fine_mix")
         w4 = COMPACT_FINE_WIDTH
@@ -375,9 +396,10 @@ def with_mirror_average(model: keras.Model) -> keras.Model:
     """The detector run on the image and on its mirror image, the two answers averaged.
 
     Test-time augmentation: ``class`` is the mean of the two probabilities,
-    ``bbox`` the mean of the two boxes (the mirrored one mapped back). It
-    doubles the cost of a frame (the compact backbone stays near 1 ms) and,
-    measured on the reference faces, raises the mean IoU by 0.02 to 0.03. Same
+    ``bbox`` the mean of the two boxes (the mirrored one mapped back; for the
+    dense head, cell by cell with the mirrored cell). It doubles the cost of a
+    frame (the compact backbone stays near 1 ms) and, measured on the
+    reference faces, raises the mean IoU by 0.02 to 0.03 (one-box head). Same
     input, outputs and weights (shared) as ``model``, which must come from
     :func:`compose`.
     """
@@ -385,8 +407,13 @@ def with_mirror_average(model: keras.Model) -> keras.Model:
     inp = keras.Input(tuple(feature_model.input.shape[1:]), name="image", dtype="float32")
     plain = head_model(feature_model(inp))
     mirrored = head_model(feature_model(MirrorImage(name="mirror_image")(inp)))
-    cls = layers.Average(name="class")([plain["class"], mirrored["class"]])
-    box = layers.Average(name="bbox")([plain["bbox"], MirrorBox(name="mirror_box")(mirrored["bbox"])])
+    if len(plain["class"].shape) == 4:  # dense: per-cell maps
+        back_cls = MirrorCells(name="mirror_cells")(mirrored["class"])
+        back_box = MirrorCells(boxes=True, name="mirror_cell_boxes")(mirrored["bbox"])
+    else:
+        back_cls, back_box = mirrored["class"], MirrorBox(name="mirror_box")(mirrored["bbox"])
+    cls = layers.Average(name="class")([plain["class"], back_cls])
+    box = layers.Average(name="bbox")([plain["bbox"], back_box])
     return keras.Model(inp, {"class": cls, "bbox": box}, name=model.name)
 
 

@@ -31,8 +31,9 @@ Backbones (one trainer each in :mod:`facetrack.trainer`, over one loop):
   training images, decoded once into a pixel cache; every epoch mirrors half
   of them and (dense) adds ``mosaic`` 2x2 mosaics, or (one-box) takes a fresh
   random crop that keeps the face (``jitter``); the moving average of the
-  weights (``ema_decay``) is validated and kept, and a one-box model is saved
-  mirror-averaged (``mirror_average``, see :func:`facetrack.model.with_mirror_average`).
+  weights (``ema_decay``) is validated and kept, and the model is saved
+  mirror-averaged (``mirror_average``, see :func:`facetrack.model.with_mirror_average`;
+  the score threshold is chosen on validation with the saved model).
 
 Progress leaves the trainer only through :class:`TrainCallbacks`. This module
 imports no TensorFlow or Keras until :func:`train` runs.
@@ -78,7 +79,7 @@ _DENSE_DEFAULTS: dict[str, Any] = {
     "ema_decay": 0.995,
 }
 _DENSE_BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "compact": {"epochs": 10, "mosaic": 0.25},
+    "compact": {"epochs": 14, "mosaic": 0.25},
     "vgg16": {"mosaic": 0.0},
 }
 _SINGLE_DEFAULTS: dict[str, Any] = {
@@ -135,7 +136,7 @@ class TrainSettings:
     # compact: validate, keep and export the exponential moving average of the weights
     # (Polyak averaging, this decay per batch; 0 = off): steadier than the last batch's weights.
     ema_decay: float | None = None
-    # compact, single head: the saved model also looks at the mirror image and averages
+    # compact: the saved model also looks at the mirror image and averages (dense: cell by cell)
     mirror_average: bool = True
     export_tflite: bool = True  # also write model.tflite at the end (facetrack.export)
 

@@ -54,14 +54,14 @@ class CompactTrainer(Trainer):
 
     Dense head: each epoch mirrors half of the images and adds ``mosaic``
     mosaics (:func:`facetrack.data.dense_pixel_dataset`). One-box head: a
-    random crop keeping the face (``jitter``) and mirror, and the saved model
-    is mirror-averaged.
+    random crop keeping the face (``jitter``) and mirror. Both heads are saved
+    mirror-averaged (``mirror_average``; the dense head cell by cell).
     """
 
     def for_saving(self, full: Any) -> Any:
         from facetrack.model import with_mirror_average
 
-        return with_mirror_average(full) if self.s.mirror_average and not self.s.dense else full
+        return with_mirror_average(full) if self.s.mirror_average else full
 
     def train(self, strategy: Any) -> None:
         from facetrack.model import build_model

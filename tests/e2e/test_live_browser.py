@@ -201,6 +201,8 @@ def test_live_video_shows_a_box_on_each_of_two_faces_at_camera_speed(page, app_s
     assert total > 30 and found >= 0.7 * total, faces
     page.set_viewport_size({"width": 1400, "height": 1550})  # the video and the measured figures
     wait_idle(page)
+    # the picture for the README: taken right after a frame with a box on each face came back
+    wait_until(two_boxes_drawn, 30, interval=0.2, message="a box on each face before the screenshot")
     screenshot(page, "live", docs_name="live")
     assert float(re.findall(r"[\d.]+", model_ms)[0]) > 0, model_ms  # the page reports the model's time
     assert fps >= MIN_FPS, f"live fps {fps:.1f} (readings {readings}) under {MIN_FPS}"

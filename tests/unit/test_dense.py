@@ -124,6 +124,26 @@ def test_score_loss_weights_positives_and_focuses_on_hard_cells():
     assert float(CellScoreLoss(gamma=2.0)(y, easy)) < 0.02 * float(CellScoreLoss(gamma=0.0)(y, easy))
 
 
+def test_dense_mirror_average_is_symmetric_cell_by_cell_and_reloads(tmp_path):
+    m = M.build_model("compact", None, (48, 64), head="dense")
+    tta = M.with_mirror_average(m)
+    assert is_dense(tta) and output_grid(tta) == output_grid(m)
+    assert tta.count_params() == m.count_params()
+    x = np.random.default_rng(3).uniform(0, 255, (2, 48, 64, 3)).astype("float32")
+    a, b = tta(x, training=False), tta(x[:, :, ::-1], training=False)
+    # the mirror image gets the mirrored score map and the mirrored boxes
+    np.testing.assert_allclose(np.asarray(a["class"]), np.asarray(b["class"])[:, :, ::-1], atol=1e-5)
+    bb = np.asarray(b["bbox"])[:, :, ::-1]
+    mirrored = np.stack([1 - bb[..., 2], bb[..., 1], 1 - bb[..., 0], bb[..., 3]], -1)
+    np.testing.assert_allclose(np.asarray(a["bbox"]), mirrored, atol=1e-5)
+    p, q = m(x, training=False), m(x[:, :, ::-1], training=False)
+    expected = (np.asarray(p["class"]) + np.asarray(q["class"])[:, :, ::-1]) / 2
+    np.testing.assert_allclose(np.asarray(a["class"]), expected, atol=1e-5)
+    tta.save(tmp_path / "m.keras")
+    again = M.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(again(x, training=False)["bbox"]), np.asarray(a["bbox"]), atol=1e-5)
+
+
 @pytest.mark.parametrize(("backbone", "grid"), [("compact", (6, 8)), ("vgg16", (3, 4))])
 def test_dense_models_take_a_4_by_3_input(backbone, grid):
     m = M.build_model(backbone, None, (48, 64), head="dense")
@@ -192,6 +212,32 @@ def test_dense_batches_targets_follow_the_mirrored_image():
             seen_flipped |= not left_bright
             seen_plain |= left_bright
     assert seen_flipped and seen_plain
+
+
+def test_every_target_box_sits_on_its_face_in_plain_mirrored_and_mosaic_images():
+    from facetrack.data import dense_batches
+
+    rng = np.random.default_rng(2)
+    images = np.zeros((8, 32, 48, 3), np.uint8)
+    boxes = []
+    for i in range(8):  # each face a bright rectangle somewhere, 0 to 2 per image
+        faces = []
+        for _ in range(i % 3):
+            x1, y1 = rng.uniform(0, 0.6), rng.uniform(0, 0.5)
+            b = np.array([x1, y1, x1 + 0.3, y1 + 0.4], np.float32)
+            images[i, round(b[1] * 32) : round(b[3] * 32), round(b[0] * 48) : round(b[2] * 48)] = 255
+            faces.append(b)
+        boxes.append(np.array(faces, np.float32).reshape(-1, 4))
+    checked = 0
+    for x, y in dense_batches(images, boxes, 4, (4, 6), seed=3, mosaic=1.0).repeat(3):
+        assert x.dtype == "float32"
+        x, cls, box = x.numpy(), y["class"].numpy(), y["bbox"].numpy()
+        for i in range(len(x)):
+            for b in box[i][cls[i][..., 0] == 1]:
+                cx, cy = (b[0] + b[2]) / 2 * 48, (b[1] + b[3]) / 2 * 32
+                assert x[i, int(cy), int(cx)].mean() > 128, (i, b)  # the target's centre is on a face
+                checked += 1
+    assert checked > 50
 
 
 def test_a_4_by_3_dense_model_exports_to_tflite_and_decodes_the_same(tmp_path):
