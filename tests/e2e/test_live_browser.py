@@ -181,6 +181,15 @@ def test_live_video_shows_a_box_on_each_of_two_faces_at_camera_speed(page, app_s
     # the page counts the faces in the frame
     wait_until(lambda: metric_value(page, "Faces in frame") == "2", 20, message="Faces in frame = 2")
 
+    # Chromium sends smaller frames while its encoder is short of CPU (the page's first run
+    # and the end of the live model's training fall just before this point) and goes back
+    # to the camera's size once the machine has room: measure the steady state, full size.
+    first_size = metric_value(page, "Frame size")
+    wait_until(
+        lambda: metric_value(page, "Frame size").replace("×", "x") == "640x480",
+        60,
+        message="the camera's full 640x480 frames",
+    )
     # the page's own measurements: fps of the frame callback, frames with a face
     fps_re = re.compile(r"^\d+(\.\d+)?$")
     start = time.monotonic()
@@ -195,7 +204,10 @@ def test_live_video_shows_a_box_on_each_of_two_faces_at_camera_speed(page, app_s
     faces = metric_value(page, "Frames with a face")
     size = metric_value(page, "Frame size")
     model_ms = metric_value(page, "Model time per frame")
-    print(f"\nLIVE fps readings {readings} -> {fps:.1f}; model {model_ms}; frame {size}; faces {faces}")
+    print(
+        f"\nLIVE fps readings {readings} -> {fps:.1f}; model {model_ms}; frame {size} (first {first_size}); "
+        f"faces {faces}"
+    )
     assert size.replace("×", "x") == "640x480", size
     found, total = (int(v) for v in re.findall(r"\d+", faces)[:2])
     assert total > 30 and found >= 0.7 * total, faces
