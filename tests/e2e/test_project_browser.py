@@ -198,10 +198,11 @@ def test_import_report_stays_and_the_camera_keeps_running(page, app_server, e2e_
     expect(finished).to_be_visible()
     expect(page.get_by_role("heading", name="Your photos (13)")).to_be_visible()
     # Seen while the burst ran: the gallery refreshes every second and the burst takes a photo a
-    # second, so on a loaded machine a refresh can land after two photos (seen: 4, 6, 8, 11); three
-    # different counts between the first and the last photo show that it follows the burst (before
-    # the fix it stayed at 3 until the end).
-    assert len(counts & set(range(4, 13))) >= 3, counts
+    # second, but each refresh is a rerun of the page, and with the camera streaming on a busy
+    # 2-core machine a rerun takes two or three seconds (seen: 4, 6, 8, 11 and 4, 7). Two
+    # different counts between the first and the last photo show that the gallery follows the
+    # burst while it runs (before the fix it stayed at 3 until the end).
+    assert len(counts & set(range(4, 13))) >= 2, counts
 
 
 @pytest.mark.e2e
