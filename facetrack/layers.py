@@ -186,10 +186,10 @@ class MirrorImage(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="facetrack")
 class MirrorBox(layers.Layer):
-    """``(N, 4)`` boxes ``[x1, y1, x2, y2]`` found in a mirrored image -> boxes in the original image."""
+    """Boxes ``(..., 4)`` ``[x1, y1, x2, y2]`` found in a mirrored image -> boxes in the original image."""
 
     def call(self, b):
-        return ops.stack([1.0 - b[:, 2], b[:, 1], 1.0 - b[:, 0], b[:, 3]], axis=-1)
+        return ops.stack([1.0 - b[..., 2], b[..., 1], 1.0 - b[..., 0], b[..., 3]], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -197,27 +197,16 @@ class MirrorBox(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="facetrack")
 class MirrorCells(layers.Layer):
-    """A dense head's map ``(N, Gh, Gw, C)`` found in a mirrored image -> the map of the original image.
+    """A dense head's map ``(N, Gh, Gw, C)`` found in a mirrored image -> its cells in the original's order.
 
-    The cells are mirrored left-right; with ``boxes`` (``C == 4``, ``[x1, y1, x2, y2]``
-    normalized) each box is mirrored too.
+    Only the cells move; boxes inside them also need :class:`MirrorBox`.
     """
 
-    def __init__(self, boxes: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.boxes = bool(boxes)
-
     def call(self, m):
-        m = ops.flip(m, axis=2)
-        if self.boxes:
-            m = ops.stack([1.0 - m[..., 2], m[..., 1], 1.0 - m[..., 0], m[..., 3]], axis=-1)
-        return m
+        return ops.flip(m, axis=2)
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "boxes": self.boxes}
 
 
 # --------------------------------------------------------------------------- the dense head (facetrack.dense)

@@ -269,9 +269,7 @@ def _compact_parts(
     input_size: int | tuple[int, int],
     blocks: tuple[tuple[str, int, int, int], ...] | None = None,
     head: str = "single",
-    context: bool | None = None,
 ) -> tuple[keras.Model, keras.Model]:
-    context = head == "dense" if context is None else context
     if blocks is None:
         blocks = COMPACT_DENSE_BLOCKS if head == "dense" else COMPACT_BLOCKS
     ih, iw = input_hw(input_size)
@@ -295,9 +293,9 @@ def _compact_parts(
         up = layers.Resizing(h, w, interpolation="bilinear", name="fine_up")(x)
         lateral = _conv_bn(skip, COMPACT_FINE_WIDTH, 1, name="fine_lateral")
         parts = [up, lateral]
-        if context:  # the whole picture's context, the same for every cell
-            context = layers.GlobalAveragePooling2D(keepdims=True, name="context_pool")(x)
-            parts.append(_conv_bn(context, COMPACT_FINE_WIDTH, 1, name="context"))
+        if head == "dense":  # the whole picture's context, the same for every cell
+            pooled = layers.GlobalAveragePooling2D(keepdims=True, name="context_pool")(x)
+            parts.append(_conv_bn(pooled, COMPACT_FINE_WIDTH, 1, name="context"))
         x = layers.Add(name="fine_add")(parts)
         # A plain 3x3 conv: TensorFlow's CPU depthwise gradients cost more than this.
         x = _conv_bn(x, COMPACT_FINE_WIDTH, 3, name="fine_mix")
@@ -409,7 +407,7 @@ def with_mirror_average(model: keras.Model) -> keras.Model:
     mirrored = head_model(feature_model(MirrorImage(name="mirror_image")(inp)))
     if len(plain["class"].shape) == 4:  # dense: per-cell maps
         back_cls = MirrorCells(name="mirror_cells")(mirrored["class"])
-        back_box = MirrorCells(boxes=True, name="mirror_cell_boxes")(mirrored["bbox"])
+        back_box = MirrorBox(name="mirror_box")(MirrorCells(name="mirror_cell_boxes")(mirrored["bbox"]))
     else:
         back_cls, back_box = mirrored["class"], MirrorBox(name="mirror_box")(mirrored["bbox"])
     cls = layers.Average(name="class")([plain["class"], back_cls])
