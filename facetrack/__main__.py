@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from facetrack.limits import DEFAULT_COPIES, DEFAULT_MULTI_FACE_COPIES
 from facetrack.progress import RateEstimate, format_time_left
 from facetrack.train import BACKBONES, CLI_BACKBONE, STRATEGIES
 
@@ -365,7 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("augment", "generate the augmented training set (train split only)")
     p.add_argument("--project", required=True, help="project folder or name")
-    p.add_argument("--copies", type=int, help="augmented copies per training photo (default 20)")
+    p.add_argument(
+        "--copies",
+        type=int,
+        help="augmented copies per training photo (default: the project's last choice, first time "
+        f"{DEFAULT_COPIES}; {DEFAULT_MULTI_FACE_COPIES} for photos with two faces or more, "
+        "which --settings can change)",
+    )
     p.add_argument("--size", type=int, help="width of the generated 4:3 images (default 160)")
     p.add_argument("--settings", help="JSON file of augmentation settings (as the app writes)")
     p.add_argument(

@@ -57,7 +57,7 @@ from facetrack.fileio import (
 )
 from facetrack.images import encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
-from facetrack.limits import AUGMENT_LIMITS, range_problems
+from facetrack.limits import AUGMENT_LIMITS, DEFAULT_COPIES, DEFAULT_MULTI_FACE_COPIES, range_problems
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ class AugmentSettings:
     """Every knob the augment page shows. Probabilities are in [0, 1]."""
 
     # Defaults: the best configuration of benchmarks/dense_research.py (benchmarks/README.md).
-    copies_per_image: int = 5  # augmented copies of each training photo (the tutorial made 60)
-    # copies of a training photo with two faces or more (0: copies_per_image): few such photos, many faces
-    multi_face_copies: int = 16
+    copies_per_image: int = DEFAULT_COPIES  # augmented copies of each training photo
+    # copies of a training photo with two faces or more (0: copies_per_image)
+    multi_face_copies: int = DEFAULT_MULTI_FACE_COPIES
     output_size: int = 160  # width of the images written (>= the model's input width)
     output_height: int = 120  # their height (0: square); 160x120 is the webcam's 4:3
     crop_probability: float = 0.8  # share of copies that are a random crop (others: the whole photo)

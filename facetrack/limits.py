@@ -13,6 +13,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+# Augmented copies of each training photo (the tutorial made 60), and of a photo with two faces
+# or more (few such photos, many faces). AugmentSettings' defaults; here so that the command
+# line's help can state them without importing albumentations.
+DEFAULT_COPIES = 5
+DEFAULT_MULTI_FACE_COPIES = 16
+
 # field -> (smallest, largest), inclusive
 AUGMENT_LIMITS: dict[str, tuple[float, float]] = {
     "copies_per_image": (1, 200),

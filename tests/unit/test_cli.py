@@ -177,3 +177,13 @@ def test_the_job_protocol_is_not_part_of_the_cli(tmp_path):
 def test_help(command, tmp_path):
     out = run_cli(command, "--help", home=tmp_path)
     assert "usage: python -m facetrack" in out.stdout
+
+
+def test_augment_help_states_the_real_default_copies(tmp_path):
+    """The help's default is the one a project without settings gets (it said 20 while 5 was used)."""
+    from facetrack.augment import AugmentSettings
+
+    out = " ".join(run_cli("augment", "--help", home=tmp_path).stdout.split())
+    defaults = AugmentSettings()
+    assert f"first time {defaults.copies_per_image}" in out
+    assert f"{defaults.multi_face_copies} for photos with two faces or more" in out
