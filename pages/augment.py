@@ -15,7 +15,7 @@ from facetrack.limits import AUGMENT_LIMITS as LIMITS
 from facetrack.progress import RateEstimate, format_time_left
 from facetrack.tasks import augment_state, request_augment_stop
 from facetrack.workspace import Project, WorkspaceError
-from ui.common import header, require_project, training_set_counts, training_set_stale
+from ui.common import header, page_link, require_project, training_set_counts, training_set_stale
 from ui.images import BOX_RGB, draw_boxes
 
 PREVIEW_COUNT = 8
@@ -67,7 +67,7 @@ labelled = project.labelled_ids()
 faces = [i for i in labelled if project.boxes(i)]
 if not labelled:
     st.info("Label some photos first: augmentation works on labelled photos.", icon=":material/crop_free:")
-    st.page_link("pages/label.py", label="Go to Label", icon=":material/arrow_forward:")
+    page_link("pages/label.py", label="Go to Label", icon=":material/arrow_forward:")
     st.stop()
 
 # Load the remembered settings into the sliders once per project (and on "Reset").
@@ -313,6 +313,6 @@ with previews:
         st.info("The sliders differ from the settings of the current set: press **Generate** to apply them.")
     else:
         st.success("The training set is up to date.", icon=":material/task_alt:")
-        st.page_link("pages/train.py", label="Next: train your model", icon=":material/arrow_forward:")
+        page_link("pages/train.py", label="Next: train your model", icon=":material/arrow_forward:")
     if n.get("train", 0) and stale:
-        st.page_link("pages/train.py", label="Train anyway", icon=":material/arrow_forward:")
+        page_link("pages/train.py", label="Train anyway", icon=":material/arrow_forward:")

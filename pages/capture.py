@@ -19,7 +19,7 @@ from facetrack.importer import ImportError_, import_files
 from facetrack.labels import LabelError
 from facetrack.textsafe import markdown_safe
 from facetrack.workspace import Project, WorkspaceError
-from ui.common import error_text, header, require_project
+from ui.common import error_text, header, page_link, require_project
 from ui.images import page_count, page_slice, thumbnail
 from ui.webrtc import (
     Burst,
@@ -273,7 +273,7 @@ def gallery() -> None:
         st.subheader(f"Your photos ({len(ids)})", anchor=False)
     with gallery_next:
         if ids:
-            st.page_link("pages/label.py", label="Next: label them", icon=":material/arrow_forward:")
+            page_link("pages/label.py", label="Next: label them", icon=":material/arrow_forward:")
     show_notice(project, "gallery")
     if not ids:
         st.info(

@@ -28,7 +28,7 @@ from facetrack.images import ImageError, encode_jpeg, read_rgb
 from facetrack.labels import Box, LabelError
 from facetrack.testset import MIN_TEST_FACES, MIN_TEST_MOMENTS, TestSetSummary, summarize_test_set
 from facetrack.workspace import Project
-from ui.common import header, model_download, pick_run, require_project
+from ui.common import header, model_download, page_link, pick_run, require_project
 from ui.images import BOX_RGB, draw_boxes, shrink
 
 PRED_RGB = (255, 140, 0)  # orange: what a model predicted
@@ -309,7 +309,7 @@ def model_downloads(run_dir: Path) -> None:
 runs = [r for r in project.runs() if run_files.has_model(r)]
 if not runs:
     st.info("There is no trained model yet. Train one first; it appears here when a training saves a model.")
-    st.page_link("pages/train.py", label="Go to 4. Train", icon=":material/model_training:")
+    page_link("pages/train.py", label="Go to 4. Train", icon=":material/model_training:")
     st.stop()
 
 run, state = pick_run(runs, "eval_run", "Each training run saves its best model. The newest is first.")
@@ -326,7 +326,7 @@ if not test:
         "There are no test photos in the generated set, so the model cannot be measured. "
         "Label more photos (some are kept aside for testing automatically), then generate the set again."
     )
-    st.page_link("pages/augment.py", label="Go to 3. Augment", icon=":material/auto_awesome:")
+    page_link("pages/augment.py", label="Go to 3. Augment", icon=":material/auto_awesome:")
 else:
     show_test_set(summary)
     label = "Evaluate again on the test photos" if metrics else "Evaluate on the test photos"
@@ -371,6 +371,6 @@ elif test:
 st.divider()
 st.subheader("Downloads")
 model_downloads(run)
-st.page_link(
+page_link(
     "pages/live.py", label="Next: 6. Live — watch it find faces on your camera", icon=":material/videocam:"
 )

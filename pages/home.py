@@ -6,7 +6,7 @@ import streamlit as st
 
 from facetrack import jobs
 from facetrack.workspace import WorkspaceError, create_project, list_projects, workspace_root
-from ui.common import current_project, header, select_project, training_set_stale
+from ui.common import current_project, header, page_link, select_project, training_set_stale
 
 header(
     "FaceTrack",
@@ -129,7 +129,7 @@ with st.container(border=True):
         icon = ":material/check_circle:" if done else ":material/radio_button_unchecked:"
         c1, c2 = st.columns([1, 2], vertical_alignment="center")
         with c1:
-            st.page_link(page, label=label, icon=icon)
+            page_link(page, label=label, icon=icon)
         with c2:
             st.markdown(f"**{detail}**" if done else detail)
 

@@ -12,7 +12,7 @@ from facetrack.images import ImageError
 from facetrack.labels import Box, LabelError
 from facetrack.suggest import MTCNN_SOURCE, SuggestError, Suggestion
 from facetrack.workspace import Project, WorkspaceError
-from ui.common import header, require_project, run_label
+from ui.common import header, page_link, require_project, run_label
 from ui.images import (
     boxes_from_canvas,
     canvas_background,
@@ -392,7 +392,7 @@ header(
 ids = project.image_ids()  # read afresh every run: another tab may add or delete photos
 if not ids:
     st.info("No photos to label yet.", icon=":material/photo_library:")
-    st.page_link("pages/capture.py", label="Take or upload photos first", icon=":material/photo_camera:")
+    page_link("pages/capture.py", label="Take or upload photos first", icon=":material/photo_camera:")
     st.stop()
 
 labelled = sum(1 for i in ids if project.label_path(i).exists())
@@ -467,6 +467,6 @@ if apply_drawing(project, current, drawn, start, saved):
 st.divider()
 if labelled == len(ids):
     st.success("Every photo is labelled.", icon=":material/task_alt:")
-    st.page_link("pages/augment.py", label="Next: augment your photos", icon=":material/arrow_forward:")
+    page_link("pages/augment.py", label="Next: augment your photos", icon=":material/arrow_forward:")
 else:
-    st.page_link("pages/augment.py", label="When you are done: augment", icon=":material/arrow_forward:")
+    page_link("pages/augment.py", label="When you are done: augment", icon=":material/arrow_forward:")

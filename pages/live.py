@@ -15,7 +15,7 @@ from facetrack.decode import load_decode_settings
 from facetrack.detect import Detection, Detector, DetectorError, draw_detections
 from facetrack.evaluate import is_face
 from facetrack.images import ImageError, decode_image, encode_jpeg
-from ui.common import header, pick_run, require_project
+from ui.common import header, page_link, pick_run, require_project
 from ui.live import LiveProcessor
 from ui.webrtc import connection_hint, keep_stream_alive, rtc_configuration
 
@@ -106,7 +106,7 @@ if not runs:
         "There is no trained model yet, so there is nothing to run on the camera. "
         "Train one first; it appears here as soon as a training saves a model."
     )
-    st.page_link("pages/train.py", label="Go to 4. Train", icon=":material/model_training:")
+    page_link("pages/train.py", label="Go to 4. Train", icon=":material/model_training:")
     st.stop()
 
 left, right = st.columns([2, 1])
@@ -147,7 +147,7 @@ except (DetectorError, ValueError, OSError) as exc:
     st.error(f"This model cannot be loaded: {exc}")
     if not run_files.has_tflite(run) and engine == "litert":
         st.caption("Choose the Keras engine, or make the .tflite file on the Train page.")
-    st.page_link("pages/train.py", label="Go to 4. Train", icon=":material/model_training:")
+    page_link("pages/train.py", label="Go to 4. Train", icon=":material/model_training:")
     st.stop()
 
 proc = processor()
@@ -229,7 +229,7 @@ with photo_tab:
                 show_photo_result(found, candidates)
 
 st.divider()
-st.page_link(
+page_link(
     "pages/capture.py",
     label="Not good enough? Add more photos and train again",
     icon=":material/photo_camera:",

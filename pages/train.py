@@ -24,6 +24,7 @@ from ui.charts import loss_figure, score_figure
 from ui.common import (
     header,
     model_download,
+    page_link,
     require_project,
     run_label,
     training_set_counts,
@@ -196,14 +197,14 @@ def settings_form() -> None:
             "There is no training set yet, so there is nothing to train on. "
             "Label some photos, then generate the training set on the Augment page."
         )
-        st.page_link("pages/augment.py", label="Go to 3. Augment", icon=":material/auto_awesome:")
+        page_link("pages/augment.py", label="Go to 3. Augment", icon=":material/auto_awesome:")
         return
     if n["train_faces"] == 0:
         st.warning(
             "The training set has no face in it, so the model could not learn what a face looks like. "
             "Draw face boxes on some photos, then generate the training set again."
         )
-        st.page_link("pages/label.py", label="Go to 2. Label", icon=":material/crop_free:")
+        page_link("pages/label.py", label="Go to 2. Label", icon=":material/crop_free:")
         return
     st.caption(
         f"Training set: {n['train']} images ({n['train_faces']} with a face). "
@@ -211,7 +212,7 @@ def settings_form() -> None:
     )
     if training_set_stale(project):
         st.info("Some labelled photos are not in the training set yet. Generate it again to include them.")
-        st.page_link("pages/augment.py", label="Update the training set", icon=":material/auto_awesome:")
+        page_link("pages/augment.py", label="Update the training set", icon=":material/auto_awesome:")
     if n["val"] == 0:
         st.caption("No validation photos: the best epoch will be chosen on training images instead.")
 
@@ -424,7 +425,7 @@ if not project_runs:
     st.caption("None yet. Your trainings will be listed here, newest first.")
 else:
     if any(runs.has_model(r) for r in project_runs):
-        st.page_link("pages/evaluate.py", label="Next: 5. Evaluate a model", icon=":material/fact_check:")
+        page_link("pages/evaluate.py", label="Next: 5. Evaluate a model", icon=":material/fact_check:")
     for i, run in enumerate(project_runs):
         state = runs.run_state(run)
         label, icon = STATE_TEXT.get(state.state, (state.state, ":material/help:"))

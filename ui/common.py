@@ -111,12 +111,23 @@ def select_project(name: str | None) -> None:
         st.query_params.pop(PROJECT_PARAM, None)
 
 
+def page_link(page: str, *, label: str, icon: str | None = None) -> None:
+    """A link to another page of the app that keeps the current project in its URL.
+
+    A click switches pages in this tab (the session knows the project); a
+    link opened in a new tab starts a new session, which finds the project
+    only in the URL.
+    """
+    name = st.session_state.get(PROJECT_PARAM)
+    st.page_link(page, label=label, icon=icon, query_params={PROJECT_PARAM: name} if name else None)
+
+
 def require_project() -> Project:
     """The current project, or a hint to create one and ``st.stop()``."""
     project = current_project()
     if project is None:
         st.info("Pick or create a project first, on the Home page or in the sidebar.")
-        st.page_link("pages/home.py", label="Go to Home", icon=":material/home:")
+        page_link("pages/home.py", label="Go to Home", icon=":material/home:")
         st.stop()
     return project
 
