@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +55,19 @@ class CompactTrainer(Trainer):
     Dense head: each epoch mirrors half of the images and adds ``mosaic``
     mosaics (:func:`facetrack.data.dense_pixel_dataset`). One-box head: a
     random crop keeping the face (``jitter``) and mirror. Both heads are saved
-    mirror-averaged (``mirror_average``; the dense head cell by cell).
+    mirror-averaged (``mirror_average``; the dense head cell by cell), and
+    validated so each epoch.
     """
 
     def for_saving(self, full: Any) -> Any:
         from facetrack.model import with_mirror_average
 
         return with_mirror_average(full) if self.s.mirror_average else full
+
+    def predict_images(self, model: Any) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        # Validate what is saved: the best epoch, its recorded scores and the threshold then
+        # belong to the mirror-averaged model (it shares the weights being trained).
+        return super().predict_images(self.for_saving(model))
 
     def train(self, strategy: Any) -> None:
         from facetrack.model import build_model
