@@ -80,7 +80,7 @@ _DENSE_DEFAULTS: dict[str, Any] = {
 }
 _DENSE_BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     # lr 1e-2 (not the one-box head's 3e-3): the dense model fits its photos better within 14
-    # epochs (benchmarks/README.md, pipeline.py section: test AP +0.03, presence +0.04)
+    # epochs (benchmarks/README.md, pipeline.py section: rows 11 to 13, 12p and 12v)
     "compact": {"epochs": 14, "mosaic": 0.25, "learning_rate": 1e-2},
     "vgg16": {"mosaic": 0.0},
 }

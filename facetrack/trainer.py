@@ -243,7 +243,7 @@ def _save_best(trainer: Trainer, state: str, callbacks: TrainCallbacks) -> None:
         return
     if loop.best_weights is None and state == "stopped":
         # Stopped before the first validation: validate what we have so that the file exists.
-        scores, boxes = predict_samples(model, trainer.val_samples, s.input_hw, s.batch_size)
+        scores, boxes = trainer.predict_images(model)()
         run.best_score = loop.validate(scores, boxes)["val_score"]
         run.best_epoch = loop.epoch
         loop.best_weights = model.get_weights()
