@@ -85,14 +85,16 @@ class AugmentSettings:
     zoom_out_probability: float = 0.3  # chance of a zoom-out
     horizontal_flip: bool = True  # mirror half of the copies
     vertical_flip: bool = False  # faces are not upside down: off by default
-    brightness: float = 0.2  # +- share of full brightness
-    contrast: float = 0.2  # +- share
-    color_probability: float = 0.5  # chance of a brightness/contrast change
-    gamma: int = 20  # +- percent
+    # Photometric changes: strong enough for faces in shadow, old prints and tinted photos
+    # (benchmarks/README.md, pipeline.py section, row 20: presence errors 17-20 -> 12 of 405).
+    brightness: float = 0.3  # +- share of full brightness
+    contrast: float = 0.35  # +- share
+    color_probability: float = 0.7  # chance of a brightness/contrast change
+    gamma: int = 35  # +- percent
     rgb_shift: int = 15  # +- levels per channel (0..255)
     blur_probability: float = 0.1  # chance of a slight blur
     # chance of a grayscale copy: faces come in grayscale too, so colour alone must not decide
-    grayscale_probability: float = 0.15
+    grayscale_probability: float = 0.2
     rotation: int = 10  # +- degrees
     rotation_probability: float = 0.4  # chance of a rotation
     min_visibility: float = 0.5  # a face keeping less than this share of its box is dropped
