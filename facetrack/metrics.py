@@ -212,6 +212,8 @@ def best_threshold(
     ts = np.asarray([float(t) for t in candidates], np.float64)
     if ts.size == 0:
         raise ValueError("no candidate thresholds")
+    if not float(window) >= 0.0:
+        raise ValueError(f"the averaging window must be 0 or more, got {window}")
     values = np.empty(ts.size)
     for i, thr in enumerate(ts):
         m = face_metrics(detections, truths, threshold=float(thr))

@@ -117,3 +117,11 @@ def test_best_threshold_prefers_a_broad_high_range_to_a_lone_peak():
     dets, truths = faces + no_faces, [[A]] * 9 + [[]] * 4
     assert best_threshold(dets, truths) >= 0.46
     assert best_threshold(dets, truths, window=0.0) == pytest.approx(0.40)  # the peak itself
+
+
+@pytest.mark.parametrize("kwargs", [{"candidates": ()}, {"window": -0.01}, {"window": float("nan")}])
+def test_best_threshold_rejects_no_candidates_and_a_negative_window(kwargs):
+    from facetrack.metrics import best_threshold
+
+    with pytest.raises(ValueError):
+        best_threshold([det((0.9, A))], [[A]], **kwargs)
