@@ -249,9 +249,7 @@ def metrics_from_detections(
     m.n_faces = fm.images_with_faces
     m.n_no_face = m.n_images - m.n_faces
     m.presence_accuracy, m.precision, m.recall = fm.presence_accuracy, fm.precision, fm.recall
-    m.mean_iou, m.ap50 = fm.mean_iou, fm.ap50
-    if m.precision is not None and m.recall is not None:
-        m.f1 = 0.0 if m.precision + m.recall == 0 else 2 * m.precision * m.recall / (m.precision + m.recall)
+    m.mean_iou, m.ap50, m.f1 = fm.mean_iou, fm.ap50, fm.f1
     if m.n_no_face:
         m.fp_rate = sum(p.faces == 0 and p.false_alarms > 0 for p in fm.per_image) / m.n_no_face
     if m.faces:

@@ -124,6 +124,14 @@ class FaceMetrics:
     presence_accuracy: float | None = None
     per_image: list[ImageFaces] = field(default_factory=list)
 
+    @property
+    def f1(self) -> float | None:
+        """Harmonic mean of recall and precision at the threshold (None when either is undefined)."""
+        r, p = self.recall, self.precision
+        if r is None or p is None:
+            return None
+        return 0.0 if r + p == 0 else 2 * r * p / (r + p)
+
     def to_dict(self) -> dict[str, Any]:
         """The figures without ``per_image``."""
         d = asdict(self)
@@ -217,9 +225,7 @@ def best_threshold(
     values = np.empty(ts.size)
     for i, thr in enumerate(ts):
         m = face_metrics(detections, truths, threshold=float(thr))
-        r, p = m.recall or 0.0, m.precision or 0.0
-        f1 = 0.0 if r + p == 0 else 2 * r * p / (r + p)
-        values[i] = (f1 + (m.presence_accuracy or 0.0)) / 2
+        values[i] = ((m.f1 or 0.0) + (m.presence_accuracy or 0.0)) / 2
     near = np.abs(ts[:, None] - ts[None, :]) <= float(window) + 1e-9
     smoothed = (near * values[None, :]).sum(axis=1) / near.sum(axis=1)
     best = np.flatnonzero(smoothed >= smoothed.max() - 1e-12)
