@@ -31,13 +31,24 @@ SUGGESTION_COLOR = "#ff9800"
 STRIP_SIZE = 9  # photos in the strip under the navigation
 STRIP_THUMB = 88  # pixels
 SIDE_MIN_WIDTH = 260  # the panel beside the canvas; narrower windows put it under the photo
-POS_KEY = "label_pos"
+POS_KEY = "label_pos"  # the photo number box's key is POS_KEY-<generation>, see pos_key()
 
 
 # -- actions (callbacks: they run before the next run draws the page) -------------------------
-def go_to(image_id: str | None) -> None:
-    if image_id:
-        st.session_state["label_id"] = image_id
+def go_to(image_id: str | None, from_box: bool = False) -> None:
+    if not image_id:
+        return
+    if not from_box and image_id != st.session_state.get("label_id"):
+        # A new number box: the browser may still send the old box's number in a message written
+        # before it drew this move (the canvas loading, a second quick click); under the old key
+        # that number would read as the user typing it, and undo the move.
+        st.session_state["label_pos_gen"] = st.session_state.get("label_pos_gen", 0) + 1
+    st.session_state["label_id"] = image_id
+
+
+def pos_key() -> str:
+    """The photo number box's key: it changes whenever the photo changes other than by the box."""
+    return f"{POS_KEY}-{st.session_state.get('label_pos_gen', 0)}"
 
 
 def go_step(project: Project, step: int) -> None:
@@ -52,9 +63,10 @@ def go_step(project: Project, step: int) -> None:
 
 def go_to_position(project: Project) -> None:
     ids = project.image_ids()
-    position = st.session_state.get(POS_KEY)
+    position = st.session_state.get(pos_key())
     if ids and isinstance(position, int | float):
-        go_to(ids[min(max(1, int(position)), len(ids)) - 1])
+        # the same box stays: quick clicks on its − and + all add up
+        go_to(ids[min(max(1, int(position)), len(ids)) - 1], from_box=True)
 
 
 def go_on(project: Project, advance: bool) -> None:
@@ -120,8 +132,9 @@ def plural(n: int, word: str, words: str | None = None) -> str:
 def navigation(project: Project, ids: list[str], index: int, first_open: str | None) -> None:
     """Previous / Next / First unlabelled, the photo number, and a strip of the neighbouring photos."""
     current = ids[index]
-    if st.session_state.get(POS_KEY) != index + 1:
-        st.session_state[POS_KEY] = index + 1  # allowed: the number box is not drawn yet in this run
+    key = pos_key()
+    if st.session_state.get(key) != index + 1:
+        st.session_state[key] = index + 1  # allowed: the number box is not drawn yet in this run
     with st.container(horizontal=True, vertical_alignment="bottom", gap="small"):
         st.button(
             "Previous",
@@ -156,7 +169,7 @@ def navigation(project: Project, ids: list[str], index: int, first_open: str | N
             min_value=1,
             max_value=len(ids),
             step=1,
-            key=POS_KEY,
+            key=key,
             on_change=go_to_position,
             args=(project,),
             width=170,
@@ -402,7 +415,7 @@ st.progress(labelled / len(ids), text=f"**{labelled} of {len(ids)} labelled**")
 current = st.session_state.get("label_id")
 if current not in ids:  # first visit, or deleted in another tab
     current = first_open or ids[0]
-    st.session_state["label_id"] = current
+    go_to(current)  # a new number box too
 index = ids.index(current)
 navigation(project, ids, index, first_open)
 

@@ -32,8 +32,8 @@ def test_opens_first_unlabelled_with_progress(app, populated_project) -> None:
     _no_suggestions(at)
     no_exception(at)
     assert at.session_state["label_id"] == populated_project.first_unlabelled()
-    assert at.number_input(key="label_pos").value == 4
-    assert at.number_input(key="label_pos").label == "Photo number (of 6)"
+    assert pos_box(at).value == 4
+    assert pos_box(at).label == "Photo number (of 6)"
     assert any("Not labelled yet" in m.value for m in at.markdown)
 
 
@@ -180,10 +180,65 @@ def test_next_moves_from_where_the_user_is_now(app, populated_project) -> None:
     assert at.session_state["label_id"] == ids[2]
 
 
+def resend(at, states) -> None:
+    """Run the page with widget ``states`` captured from an older page, as a browser sends them when a
+    component (the canvas loading its photo) or a quick second click speaks before the browser has
+    drawn the last run: the number box still holds the old photo's number."""
+    at._run(states)  # AppTest has no public way to send a stale page's widget states
+
+
+def test_a_message_from_the_older_page_does_not_undo_next(app, populated_project) -> None:
+    """CI failure 2026-12-04: → moved to photo 2, then the canvas of photo 1 (loading late) sent
+    its state with the number box still at 1, and the page went back to photo 1."""
+    ids = populated_project.image_ids()
+    at = app(LABEL, project=populated_project.name, label_id=ids[0], **QUIET)
+    older = at._tree.get_widget_states()  # the browser's view of photo 1
+    at.button(key="label_next").click().run()
+    assert at.session_state["label_id"] == ids[1]
+    resend(at, older)
+    no_exception(at)
+    assert at.session_state["label_id"] == ids[1]
+    assert pos_box(at).value == 2
+
+
+def test_two_quick_next_clicks_move_two_photos(app, populated_project) -> None:
+    """The second click was sent from the page that still showed photo 1 (and its number box)."""
+    ids = populated_project.image_ids()
+    at = app(LABEL, project=populated_project.name, label_id=ids[0], **QUIET)
+    at.button(key="label_next").click()
+    clicked_on_photo_1 = at._tree.get_widget_states()
+    at.run()
+    resend(at, clicked_on_photo_1)
+    no_exception(at)
+    assert at.session_state["label_id"] == ids[2]
+    assert pos_box(at).value == 3
+
+
+def test_quick_clicks_on_the_number_box_all_count(app, populated_project) -> None:
+    """Three − clicks on the box showing 5, each sent before the browser drew the last one's photo."""
+    ids = populated_project.image_ids()
+    at = app(LABEL, project=populated_project.name, label_id=ids[4], **QUIET)
+    box_id = pos_box(at).id
+    on_photo_5 = at._tree.get_widget_states()
+    for value in (4, 3, 2):
+        (state,) = [w for w in on_photo_5.widgets if w.id == box_id]
+        state.int_value = value
+        resend(at, on_photo_5)
+        no_exception(at)
+    assert at.session_state["label_id"] == ids[1]
+    assert pos_box(at).value == 2
+
+
+def pos_box(at):
+    """The photo number box."""
+    (box,) = [n for n in at.number_input if n.label.startswith("Photo number")]
+    return box
+
+
 def test_jump_by_photo_number_and_strip(app, populated_project) -> None:
     ids = populated_project.image_ids()
     at = app(LABEL, project=populated_project.name, label_id=ids[0], **QUIET)
-    at.number_input(key="label_pos").set_value(5).run()
+    pos_box(at).set_value(5).run()
     no_exception(at)
     assert at.session_state["label_id"] == ids[4]
     strip = {b.key: b for b in at.button if b.key and b.key.startswith("label_strip_")}
@@ -191,7 +246,7 @@ def test_jump_by_photo_number_and_strip(app, populated_project) -> None:
     strip[f"label_strip_{ids[1]}"].click().run()
     no_exception(at)
     assert at.session_state["label_id"] == ids[1]
-    assert at.number_input(key="label_pos").value == 2  # the number follows
+    assert pos_box(at).value == 2  # the number follows
 
 
 def test_keyboard_shortcuts(app, populated_project) -> None:
