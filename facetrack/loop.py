@@ -215,8 +215,11 @@ class Loop:
         """Validation figures of raw predictions on the validation samples (a ``history.csv`` row's part).
 
         ``val_ap50``: AP@0.5 over every face. ``val_score`` (the checkpoint
-        score): that AP for the dense head (presence accuracy when the
-        validation images hold no face); the one-box head keeps its own
+        score) for the dense head: the mean of that AP and the presence
+        accuracy (presence alone when the validation images hold no face).
+        The AP alone levels off epochs before presence does, and picked an
+        earlier epoch whose photos were 3 points worse (benchmarks/README.md,
+        pipeline.py section). The one-box head keeps its own
         (:func:`facetrack.evaluate.validation_score`).
         """
         vs = self.val_samples
@@ -228,7 +231,8 @@ class Loop:
         dets = detections_of(scores, boxes, DecodeSettings(threshold=AP_THRESHOLD, nms_iou=self.s.nms_iou))
         m = metrics_from_detections(vs, dets, THRESHOLD)
         if dense:
-            score = m.ap50 if m.ap50 is not None else (m.presence_accuracy or 0.0)
+            presence = m.presence_accuracy or 0.0
+            score = presence if m.ap50 is None else (m.ap50 + presence) / 2
         else:
             score = validation_score(vs, scores, boxes, THRESHOLD)
         return {

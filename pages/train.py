@@ -150,9 +150,10 @@ def show_scores(state: runs.RunState) -> None:
     c2.metric(
         "Best validation score",
         f"{state.best_val_score:.3f}" if state.best_val_score is not None else "–",
-        help="0 to 1, higher is better: the AP@0.5 over every face of the validation photos "
-        "(finding each face and placing its box). Runs of the older one-face kind: for a photo with a "
-        "face, how well the box overlaps; for a photo without one, 1 if the model says so.",
+        help="0 to 1, higher is better, on the validation photos: the mean of the AP@0.5 over every "
+        "face (finding each face and placing its box) and the face / no face accuracy of the photos. "
+        "The best epoch by this score is the model kept. Runs of the older one-face kind: for a photo "
+        "with a face, how well the box overlaps; for a photo without one, 1 if the model says so.",
     )
     iou = last.get("val_mean_iou")
     c3.metric(

@@ -79,7 +79,8 @@ def loss_figure(history_rows: Sequence[dict[str, Any]]) -> go.Figure:
 def score_figure(history_rows: Sequence[dict[str, Any]]) -> go.Figure:
     """Validation AP@0.5 over every face, score, mean IoU and presence accuracy per epoch (0..1, higher is better).
 
-    The score is left out when it is the AP itself (the dense head's checkpoint score).
+    The score is left out when it is the AP itself (the checkpoint score of runs trained before the
+    score became the mean of the AP and the presence accuracy).
     """
     fig = go.Figure()
     x = _epochs(history_rows)
