@@ -24,7 +24,9 @@ Losses (registered for ``safe_mode`` loading; they and :class:`CellBoxes`
 live in :mod:`facetrack.layers` with the detector's other layers, and the
 training batches in :func:`facetrack.data.dense_batches`): :class:`CellScoreLoss` (focal
 binary cross-entropy, gamma 1, positives weighted x4, averaged over the
-non-ignored cells of the batch, loss weight 20) and :class:`CellBoxLoss` (GIoU loss averaged over the positive
+non-ignored cells of the batch, loss weight 20; ``photo_weight`` adds each
+photo's focal cross-entropy of its best cell's score against "has a face",
+off by default) and :class:`CellBoxLoss` (GIoU loss averaged over the positive
 cells of the batch; 0 when the batch holds no face).
 """
 
@@ -233,12 +235,16 @@ def compile_dense(
     loss_weights: dict[str, float] | None = None,
     gamma: float = DEFAULT_GAMMA,
     pos_weight: float = 4.0,
+    photo_weight: float = 0.0,
 ) -> keras.Model:
     """Compile a dense model (outputs ``class``/``bbox`` per cell) with the dense losses."""
     weights = dict(DEFAULT_DENSE_LOSS_WEIGHTS if loss_weights is None else loss_weights)
     model.compile(
         optimizer=optimizer or keras.optimizers.Adam(1e-3),
-        loss={"class": CellScoreLoss(gamma=gamma, pos_weight=pos_weight), "bbox": CellBoxLoss()},
+        loss={
+            "class": CellScoreLoss(gamma=gamma, pos_weight=pos_weight, photo_weight=photo_weight),
+            "bbox": CellBoxLoss(),
+        },
         loss_weights={"class": weights["class"], "bbox": weights["bbox"]},
     )
     return model

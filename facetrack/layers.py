@@ -259,12 +259,20 @@ class CellScoreLoss(keras.losses.Loss):
     ``y_true`` ``(N, Gh, Gw, 1)``: 1 face centre, 0 background, -1 ignored;
     ``y_pred`` the sigmoid scores. Per cell ``w * (1 - p_t)^gamma * BCE``
     with ``w = pos_weight`` on positives, 1 on background.
+
+    ``photo_weight`` adds, per image, the same focal cross-entropy of the
+    photo's answer to "is there a face?", read as the detector reads it: the
+    image's highest cell score (over its face cells when it has a face, over
+    all its cells when it has none), times ``photo_weight``. The cell term
+    is a mean over hundreds of mostly easy cells; this one speaks for the
+    single cell that decides a photo's presence.
     """
 
     def __init__(
         self,
         gamma: float = DEFAULT_GAMMA,
         pos_weight: float = 4.0,
+        photo_weight: float = 0.0,
         name: str = "cell_score_loss",
         **kwargs: Any,
     ) -> None:
@@ -272,6 +280,7 @@ class CellScoreLoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.gamma = float(gamma)
         self.pos_weight = float(pos_weight)
+        self.photo_weight = float(photo_weight)
 
     def call(self, y_true, y_pred):
         y = ops.cast(y_true, "float32")[..., 0]
@@ -282,10 +291,25 @@ class CellScoreLoss(keras.losses.Loss):
         pt = pos * p + (1.0 - pos) * (1.0 - p)
         weight = valid * (pos * self.pos_weight + (1.0 - pos))
         per = ops.sum(weight * ops.power(1.0 - pt, self.gamma) * bce, axis=(1, 2))
-        return _batch_mean(per, ops.sum(valid))
+        loss = _batch_mean(per, ops.sum(valid))
+        if self.photo_weight > 0.0:
+            has_face = ops.max(pos, axis=(1, 2))  # (N,)
+            # a face photo's best face cell; a no-face photo's best cell of all
+            best = ops.max(ops.where(pos > 0.5, p, 0.0), axis=(1, 2))
+            worst = ops.max(p, axis=(1, 2))
+            q = has_face * best + (1.0 - has_face) * worst
+            q = ops.clip(q, 1e-6, 1.0 - 1e-6)
+            qt = has_face * q + (1.0 - has_face) * (1.0 - q)
+            loss = loss + self.photo_weight * ops.power(1.0 - qt, self.gamma) * -ops.log(qt)
+        return loss
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "gamma": self.gamma, "pos_weight": self.pos_weight}
+        return {
+            **super().get_config(),
+            "gamma": self.gamma,
+            "pos_weight": self.pos_weight,
+            "photo_weight": self.photo_weight,
+        }
 
 
 def giou_loss(y_true, y_pred):

@@ -51,6 +51,7 @@ TRAIN_LIMITS: dict[str, tuple[float, float]] = {
     "patience": (1, 500),
     "focal_gamma": (0.0, 5.0),
     "positive_weight": (0.1, 100.0),
+    "photo_weight": (0.0, 10.0),
     "nms_iou": (0.05, 0.95),
     "mosaic": (0.0, 1.0),
 }

@@ -67,9 +67,10 @@ def validation_losses(
     scores = np.asarray(scores, np.float32)
     if scores.ndim == 4:
         cls, box = dense_targets or targets(samples, scores.shape[1:3])
-        gamma = settings.focal_gamma if settings is not None else 1.0
-        pos = settings.positive_weight if settings is not None else 4.0
-        score_loss = CellScoreLoss(gamma=gamma, pos_weight=pos)(cls, scores)
+        s = settings or TrainSettings()
+        score_loss = CellScoreLoss(
+            gamma=s.focal_gamma, pos_weight=s.positive_weight, photo_weight=s.photo_weight
+        )(cls, scores)
         return float(score_loss), float(CellBoxLoss()(box, np.asarray(boxes, np.float32)))
     cls, box = targets(samples)
     bce = keras.losses.BinaryCrossentropy()(cls, scores.reshape(-1, 1))

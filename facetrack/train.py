@@ -127,6 +127,9 @@ class TrainSettings:
     bbox_loss_weight: float = 1.0
     focal_gamma: float = 1.0  # dense: focal loss exponent of the cell scores (1 measured better than 2)
     positive_weight: float = 4.0  # dense: weight of a face cell against a background cell
+    # dense: weight of each photo's presence (its best cell's score) in the score loss; off: 0.1 did
+    # not separate the photos beyond the run-to-run spread and cost AP (benchmarks/README, rows 26-27)
+    photo_weight: float = 0.0
     nms_iou: float = 0.4  # dense: decoding's non-maximum suppression overlap (saved in decode.json)
     # dense, compact: add this share of 2x2 mosaics of four training images per epoch (small faces)
     mosaic: float | None = None

@@ -36,7 +36,14 @@ def _compile(model: Any, s: TrainSettings, loss_weights: dict[str, float], optim
     if s.dense:
         from facetrack.dense import compile_dense
 
-        compile_dense(model, optimizer, loss_weights, gamma=s.focal_gamma, pos_weight=s.positive_weight)
+        compile_dense(
+            model,
+            optimizer,
+            loss_weights,
+            gamma=s.focal_gamma,
+            pos_weight=s.positive_weight,
+            photo_weight=s.photo_weight,
+        )
     else:
         from facetrack.model import compile_model
 

@@ -124,6 +124,25 @@ def test_score_loss_weights_positives_and_focuses_on_hard_cells():
     assert float(CellScoreLoss(gamma=2.0)(y, easy)) < 0.02 * float(CellScoreLoss(gamma=0.0)(y, easy))
 
 
+def test_photo_term_charges_the_cell_that_decides_a_photo():
+    """``photo_weight``: each photo's best cell answers "a face?"; one hot cell on a no-face photo costs."""
+    y = np.zeros((1, 4, 4, 1), np.float32)
+    p = np.full((1, 4, 4, 1), 0.01, np.float32)
+    p[0, 2, 3, 0] = 0.9  # a false alarm on a photo with no face
+    off = float(CellScoreLoss(gamma=0.0, pos_weight=1.0)(y, p))
+    on = float(CellScoreLoss(gamma=0.0, pos_weight=1.0, photo_weight=0.5)(y, p))
+    assert on - off == pytest.approx(0.5 * -np.log(0.1), rel=1e-3)
+    assert float(CellScoreLoss(gamma=0.0, pos_weight=1.0, photo_weight=0.0)(y, p)) == off
+    # a face photo is judged by its best face cell, not by a background cell
+    y[0, 0, 0, 0] = 1.0
+    p[0, 0, 0, 0] = 0.2
+    off = float(CellScoreLoss(gamma=0.0, pos_weight=1.0)(y, p))
+    on = float(CellScoreLoss(gamma=0.0, pos_weight=1.0, photo_weight=1.0)(y, p))
+    assert on - off == pytest.approx(-np.log(0.2), rel=1e-3)
+    config = CellScoreLoss(photo_weight=0.25).get_config()
+    assert CellScoreLoss.from_config(config).photo_weight == 0.25
+
+
 def test_dense_mirror_average_is_symmetric_cell_by_cell_and_reloads(tmp_path):
     m = M.build_model("compact", None, (48, 64), head="dense")
     tta = M.with_mirror_average(m)
