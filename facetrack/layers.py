@@ -252,6 +252,11 @@ def _batch_mean(per_sample_sum, weight_sum):
     return per_sample_sum * (n / ops.maximum(weight_sum, 1.0))
 
 
+def _focal_ce(pt, gamma: float):
+    """Focal cross-entropy ``(1 - pt)^gamma * -log(pt)`` of ``pt``, the probability of the right answer."""
+    return ops.power(1.0 - pt, gamma) * -ops.log(pt)
+
+
 @keras.saving.register_keras_serializable(package="facetrack")
 class CellScoreLoss(keras.losses.Loss):
     """Focal binary cross-entropy of the cell scores, averaged over the batch's non-ignored cells.
@@ -287,20 +292,17 @@ class CellScoreLoss(keras.losses.Loss):
         p = ops.clip(ops.cast(y_pred, "float32")[..., 0], 1e-6, 1.0 - 1e-6)
         valid = ops.cast(y >= 0.0, "float32")
         pos = ops.cast(y > 0.5, "float32")
-        bce = -(pos * ops.log(p) + (1.0 - pos) * ops.log(1.0 - p))
-        pt = pos * p + (1.0 - pos) * (1.0 - p)
+        pt = pos * p + (1.0 - pos) * (1.0 - p)  # the probability given to the right answer
         weight = valid * (pos * self.pos_weight + (1.0 - pos))
-        per = ops.sum(weight * ops.power(1.0 - pt, self.gamma) * bce, axis=(1, 2))
+        per = ops.sum(weight * _focal_ce(pt, self.gamma), axis=(1, 2))
         loss = _batch_mean(per, ops.sum(valid))
         if self.photo_weight > 0.0:
-            has_face = ops.max(pos, axis=(1, 2))  # (N,)
-            # a face photo's best face cell; a no-face photo's best cell of all
-            best = ops.max(ops.where(pos > 0.5, p, 0.0), axis=(1, 2))
-            worst = ops.max(p, axis=(1, 2))
-            q = has_face * best + (1.0 - has_face) * worst
-            q = ops.clip(q, 1e-6, 1.0 - 1e-6)
-            qt = has_face * q + (1.0 - has_face) * (1.0 - q)
-            loss = loss + self.photo_weight * ops.power(1.0 - qt, self.gamma) * -ops.log(qt)
+            # the photo's right answer: its best face cell's score, or (no face) 1 - its best cell's
+            has_face = ops.max(pos, axis=(1, 2)) > 0.5
+            photo_pt = ops.where(
+                has_face, ops.max(ops.where(pos > 0.5, pt, 0.0), axis=(1, 2)), ops.min(pt, axis=(1, 2))
+            )
+            loss = loss + self.photo_weight * _focal_ce(photo_pt, self.gamma)
         return loss
 
     def get_config(self) -> dict[str, Any]:
