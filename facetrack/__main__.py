@@ -96,7 +96,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     for line in report.lines():  # file names are data: control characters are written out
         print(terminal_safe(line), file=sys.stderr)
     print(f"{report.summary()} into {terminal_safe(str(project.path))}")
-    if not report.added and report.skipped:
+    if not report.added and not report.already and report.skipped:
         raise CliError("nothing was imported")
     return 0
 

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from facetrack.images import IMAGE_EXTENSIONS, ImageError
 from facetrack.labels import Label, LabelError, check_label_size, parse_label_bytes
 from facetrack.textsafe import clean_name
-from facetrack.workspace import Project
+from facetrack.workspace import DuplicatePhoto, Project
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_ZIP_MEMBERS = 20_000
@@ -55,6 +55,9 @@ class ImportReport:
     notes: list[tuple[str, str]] = field(default_factory=list)  # (source name, remark)
     faces: int = 0  # face boxes stored
     shapes_only: int = 0  # photos whose label keeps other shapes but no face: not labelled for faces
+    # photos already in the project (the same pixels), not stored again: (source name, its image id)
+    already: list[tuple[str, str]] = field(default_factory=list)
+    labels_added: int = 0  # of those, photos that had no label and took the one imported
 
     def merge(self, other: ImportReport) -> None:
         self.added += other.added
@@ -63,14 +66,19 @@ class ImportReport:
         self.notes += other.notes
         self.faces += other.faces
         self.shapes_only += other.shapes_only
+        self.already += other.already
+        self.labels_added += other.labels_added
 
     def summary(self) -> str:
-        """One line: photos added, how many with labels, faces, files skipped."""
+        """One line: photos added, how many with labels, faces, photos already there, files skipped."""
         parts = [f"{len(self.added)} photo(s) added ({self.labelled} with labels)"]
         if self.faces:
             parts.append(f"{self.faces} face(s)")
         if self.shapes_only:
             parts.append(f"{self.shapes_only} with other shapes kept but no face marked")
+        if self.already:
+            labels = f"; labels added to {self.labels_added} of them" if self.labels_added else ""
+            parts.append(f"{len(self.already)} already in the project (not added again{labels})")
         if self.skipped:
             parts.append(f"{len(self.skipped)} file(s) skipped")
         return ", ".join(parts)
@@ -282,12 +290,13 @@ def _import_entries(project: Project, entries: list[_Entry], progress: Progress 
         if e.suffix not in IMAGE_EXTENSIONS and e.suffix != ".json":
             report.skipped.append((e.name, "not an image or a labelme JSON file"))
     labels = _read_labels(jsons, _Images(images), report)
+    known = project.photo_hashes()
     for n, e in enumerate(images):
         if progress:
             progress(n, len(images))
         paired = labels.get(e.path)
         try:
-            _add_one(project, e, paired, report)
+            _add_one(project, e, paired, report, known)
         except OSError as exc:
             if exc.errno in _FATAL_ERRNOS:
                 raise ImportError_(
@@ -305,15 +314,38 @@ def _import_entries(project: Project, entries: list[_Entry], progress: Progress 
     return report
 
 
-def _add_one(project: Project, e: _Entry, paired: tuple[_Entry, Label] | None, report: ImportReport) -> None:
+def _add_one(
+    project: Project,
+    e: _Entry,
+    paired: tuple[_Entry, Label] | None,
+    report: ImportReport,
+    known: dict[str, list[str]],
+) -> None:
     if e.size > MAX_FILE_BYTES:
         raise ImageError(f"{e.name}: larger than {MAX_FILE_BYTES // 2**20} MB")
     data = e.read()
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"{e.name}: larger than {MAX_FILE_BYTES // 2**20} MB")
     label = paired[1] if paired else None
-    info = project.add_image(data, original_name=PurePosixPath(e.name).name, origin="import", label=label)
+    try:
+        info = project.add_image(
+            data, original_name=PurePosixPath(e.name).name, origin="import", label=label, known=known
+        )
+    except DuplicatePhoto as dup:
+        _already_there(e, paired, dup, report)
+        return
     report.added.append((e.name, info.id))
+    same = known.setdefault(info.sha256 or "", [])
+    same.append(info.id)
+    if len(same) > 1:  # the same pixels, labelled otherwise, under another name
+        first = project.info(same[0]).original_name or same[0]
+        report.notes.append(
+            (
+                e.name,
+                f"the same photo as {first}, with other boxes: both are kept, on the same side of "
+                "the split (delete the wrong one on the Label page)",
+            )
+        )
     if info.resized_from:
         w0, h0 = info.resized_from
         report.notes.append((e.name, f"resized from {w0}x{h0} to {info.width}x{info.height}"))
@@ -326,3 +358,26 @@ def _add_one(project: Project, e: _Entry, paired: tuple[_Entry, Label] | None, r
         report.faces += len(label.boxes)
     else:
         report.shapes_only += 1
+
+
+def _already_there(
+    e: _Entry, paired: tuple[_Entry, Label] | None, dup: DuplicatePhoto, report: ImportReport
+) -> None:
+    """A photo the project has: counted, its label added if the project's had none, a difference said."""
+    report.already.append((e.name, dup.image_id))
+    if paired is None:
+        return
+    j, label = paired
+    if dup.label == "added":
+        report.labels_added += 1
+        report.labelled += 1
+        report.faces += len(label.boxes)
+        report.notes += [(j.name, note) for note in label.notes]
+    elif dup.label == "differs":
+        report.notes.append(
+            (
+                j.name,
+                "the photo is already in the project with other boxes; the project's boxes are kept "
+                "(change them on the Label page)",
+            )
+        )

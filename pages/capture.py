@@ -109,7 +109,14 @@ def import_uploads(project: Project, files: list[tuple[str, bytes]]) -> None:
     rows += [
         f":blue[:material/info:] {markdown_safe(name)}: {markdown_safe(note)}" for name, note in report.notes
     ]
-    kind = "success" if report.added and not report.skipped else ("warning" if report.added else "error")
+    rows += [
+        f":gray[:material/content_copy:] {markdown_safe(name)}: already in the project"
+        for name, _ in report.already
+    ]
+    if report.skipped:
+        kind = "warning" if report.added or report.already else "error"
+    else:
+        kind = "success" if report.added or report.labels_added else "info"
     text = report.summary() + "."
     if not report.added:
         text = "Nothing was added. " + text

@@ -58,6 +58,23 @@ def test_upload_images_and_report(app, empty_project) -> None:
     assert any("2 photo(s) added" in s.value for s in at.success)
 
 
+def test_uploading_the_same_photos_again_adds_nothing_and_says_so(app, empty_project) -> None:
+    files = [
+        ("a.jpg", jpeg_bytes(make_photo(1)), "image/jpeg"),
+        ("b.jpg", jpeg_bytes(make_photo(2)), "image/jpeg"),
+    ]
+    at = app(CAPTURE, project=empty_project.name)
+    at.file_uploader[0].set_value(files).run()
+    [b for b in at.button if b.label == "Import"][0].click().run()
+    assert len(empty_project.image_ids()) == 2
+    at.file_uploader[0].set_value([files[0], ("b again.jpg", files[1][1], "image/jpeg")]).run()
+    [b for b in at.button if b.label == "Import"][0].click().run()
+    no_exception(at)
+    assert len(empty_project.image_ids()) == 2  # not 4
+    assert any("Nothing was added" in i.value and "2 already in the project" in i.value for i in at.info)
+    assert "b again.jpg: already in the project" in "\n".join(m.value for m in at.markdown)
+
+
 def test_corrupt_upload_is_refused_and_nothing_added(app, empty_project) -> None:
     at = app(CAPTURE, project=empty_project.name)
     at.file_uploader[0].set_value(("broken.jpg", b"\xff\xd8\xff not really a jpeg", "image/jpeg")).run()

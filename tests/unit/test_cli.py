@@ -44,6 +44,16 @@ def _make_source(folder: Path, n: int = 40) -> None:
         (folder / "labels" / f"{name}.json").write_text(json.dumps(labelme_dict(label)))
 
 
+def test_importing_a_folder_again_adds_nothing_and_is_not_an_error(tmp_path):
+    home, src = tmp_path / "home", tmp_path / "src"
+    _make_source(src, n=4)
+    (src / "notes.txt").write_text("not a photo")  # a skipped file, as boxes.json is in ../shared/data
+    run_cli("import", str(src), "--project", "demo", "--quiet", home=home)
+    out = run_cli("import", str(src), "--project", "demo", "--quiet", home=home)  # exit 0
+    assert "0 photo(s) added (0 with labels), 4 already in the project (not added again)" in out.stdout
+    assert len(list((home / "demo" / "images").glob("*.jpg"))) == 4
+
+
 @pytest.mark.timeout(240)
 def test_import_augment_train_evaluate_detect_export(tmp_path):
     home = tmp_path / "home"

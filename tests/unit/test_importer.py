@@ -30,7 +30,7 @@ def test_import_folder_images_and_labels(workspace, tmp_path):
     _write(src, "labels/a.json", _label_doc("../images/a.jpg", 200, 100, [[150, 90], [20, 10]]))  # inverted
     _write(src, "images/b.jpg", jpeg_bytes(synthetic_face(200, 100, box=None)))
     _write(src, "labels/b.json", _label_doc("../images/b.jpg", 200, 100, None))
-    _write(src, "images/unlabelled.jpg", jpeg_bytes(synthetic_face(200, 100)))
+    _write(src, "images/unlabelled.jpg", jpeg_bytes(synthetic_face(200, 100, seed=1)))
     p = create_project("p")
     report = import_folder(p, src)
     assert len(report.added) == 3 and report.labelled == 2 and report.skipped == []
@@ -57,14 +57,14 @@ def test_bad_files_are_reported_and_the_rest_proceeds(workspace, tmp_path):
     _write(src, "empty.jpg", b"")
     _write(src, "truncated.jpg", good[: len(good) // 3])
     _write(src, "text.png", b"not a png")
-    _write(src, "zero.jpg", good)
+    _write(src, "zero.jpg", jpeg_bytes(synthetic_face(seed=1)))  # each photo its own pixels
     _write(src, "zero.json", _label_doc("zero.jpg", 160, 120, [[10, 10], [10, 10]]))
-    _write(src, "outside.jpg", good)
+    _write(src, "outside.jpg", jpeg_bytes(synthetic_face(seed=2)))
     _write(src, "outside.json", _label_doc("outside.jpg", 160, 120, [[500, 500], [900, 900]]))
-    _write(src, "notlabelme.jpg", good)
+    _write(src, "notlabelme.jpg", jpeg_bytes(synthetic_face(seed=3)))
     _write(src, "notlabelme.json", {"hello": "world"})
     _write(src, "orphan.json", _label_doc("orphan.jpg", 160, 120, [[10, 10], [50, 50]]))
-    _write(src, "wrongsize.jpg", good)
+    _write(src, "wrongsize.jpg", jpeg_bytes(synthetic_face(seed=4)))
     _write(src, "wrongsize.json", _label_doc("wrongsize.jpg", 999, 999, [[10, 10], [50, 50]]))
     _write(src, "readme.txt", b"hi")
     p = create_project("p")
@@ -145,9 +145,8 @@ def test_import_shared_faces(workspace, shared_faces, tmp_path):
 # -- one bad file never stops an import ------------------------------------------------------------
 def test_malicious_files_get_one_line_each_and_the_good_ones_land(workspace, tmp_path):
     src = tmp_path / "src"
-    good = jpeg_bytes(synthetic_face())
-    for name in ("a", "deep", "overflow", "nan", "bigint", "b"):
-        _write(src, f"{name}.jpg", good)
+    for seed, name in enumerate(("a", "deep", "overflow", "nan", "bigint", "b")):
+        _write(src, f"{name}.jpg", jpeg_bytes(synthetic_face(seed=seed)))
     _write(src, "a.json", _label_doc("a.jpg", 160, 120, [[10, 10], [60, 60]]))
     _write(src, "deep.json", ("[" * 200_000 + "]" * 200_000).encode())
     _write(
@@ -168,7 +167,7 @@ def test_malicious_files_get_one_line_each_and_the_good_ones_land(workspace, tmp
     # a file name that is not valid UTF-8, half way through the folder
     os.makedirs(os.fsencode(src / "m"), exist_ok=True)
     with open(os.fsencode(src / "m") + b"/caf\xe9.jpg", "wb") as fh:
-        fh.write(good)
+        fh.write(jpeg_bytes(synthetic_face(seed=6)))
     with open(os.fsencode(src / "m") + b"/caf\xe9.json", "wb") as fh:
         fh.write(
             json.dumps(
@@ -274,12 +273,12 @@ def test_names_differing_by_case_never_get_each_others_boxes(workspace, tmp_path
 
 def test_a_label_is_never_matched_across_folders_by_bare_name(workspace, tmp_path):
     src = tmp_path / "src"
-    _write(src, "photos/0001.jpg", jpeg_bytes(synthetic_face()))
+    _write(src, "photos/0001.jpg", jpeg_bytes(synthetic_face(seed=1)))
     _write(src, "other/0001.json", _label_doc("0001.jpg", 160, 120, [[10, 10], [50, 50]]))
-    _write(src, "two/p.jpg", jpeg_bytes(synthetic_face()))
-    _write(src, "two/p.png", png_bytes(synthetic_face()))
+    _write(src, "two/p.jpg", jpeg_bytes(synthetic_face(seed=2)))
+    _write(src, "two/p.png", png_bytes(synthetic_face(seed=3)))
     _write(src, "two/p.json", _label_doc("", 160, 120, [[10, 10], [50, 50]]))
-    _write(src, "dup/q.jpg", jpeg_bytes(synthetic_face()))
+    _write(src, "dup/q.jpg", jpeg_bytes(synthetic_face(seed=4)))
     _write(src, "dup/q.json", _label_doc("q.jpg", 160, 120, [[10, 10], [50, 50]]))
     _write(src, "dup/q copy.json", _label_doc("q.jpg", 160, 120, [[70, 10], [150, 50]]))
     p = create_project("p")
@@ -383,3 +382,93 @@ def test_import_shared_multi_keeps_every_face(workspace):
     for t in truth[:20]:
         got = p.boxes(by_name[t["image"]])
         assert len(got) == len(t["faces"]) >= 2
+
+
+# -- the same photo twice ---------------------------------------------------------------------------
+def _three_photos(src, labelled: bool = True) -> None:
+    for k, name in enumerate(("a", "b", "c")):
+        _write(src, f"images/{name}.jpg", jpeg_bytes(synthetic_face(seed=k)))
+        if labelled:
+            _write(
+                src,
+                f"labels/{name}.json",
+                _label_doc(f"../images/{name}.jpg", 160, 120, [[40, 30], [100, 90]]),
+            )
+
+
+def test_importing_a_folder_again_adds_only_the_new_photos(workspace, tmp_path):
+    src = tmp_path / "src"
+    _three_photos(src)
+    p = create_project("p")
+    first = import_folder(p, src)
+    assert len(first.added) == 3 and first.already == []
+    _write(src, "images/d.jpg", jpeg_bytes(synthetic_face(seed=9)))  # one new photo since
+    again = import_folder(p, src)
+    assert [n for n, _ in again.added] == ["images/d.jpg"]
+    assert sorted(n for n, _ in again.already) == ["images/a.jpg", "images/b.jpg", "images/c.jpg"]
+    assert dict(again.already)["images/a.jpg"] == dict(first.added)["images/a.jpg"]  # which photo it is
+    assert again.skipped == []
+    assert len(p.image_ids()) == 4  # not 7: a re-import never doubles the training set
+    assert "3 already in the project" in again.summary()
+
+
+def test_the_same_photo_twice_in_one_upload_is_stored_once(workspace):
+    data = jpeg_bytes(synthetic_face())
+    p = create_project("p")
+    report = import_files(p, [("one.jpg", data), ("copy of one.jpg", data)])
+    assert [n for n, _ in report.added] == ["one.jpg"]
+    assert report.already == [("copy of one.jpg", report.added[0][1])]
+    assert len(p.image_ids()) == 1
+
+
+def test_labels_imported_later_label_the_photos_already_there(workspace, tmp_path):
+    photos, labelled = tmp_path / "photos", tmp_path / "labelled"
+    _three_photos(photos, labelled=False)
+    _three_photos(labelled)
+    p = create_project("p")
+    import_folder(p, photos)
+    assert p.labelled_ids() == []
+    report = import_folder(p, labelled)
+    assert report.added == [] and report.labels_added == 3 and report.labelled == 3
+    assert len(p.labelled_ids()) == 3 and len(p.image_ids()) == 3
+    assert p.boxes(p.image_ids()[0])[0].to_list() == pytest.approx([0.25, 0.25, 0.625, 0.75])
+    assert "labels added to 3 of them" in report.summary()
+
+
+def test_a_reimport_with_other_boxes_keeps_the_projects_and_says_so(workspace, tmp_path):
+    src = tmp_path / "src"
+    _three_photos(src)
+    p = create_project("p")
+    first = dict(import_folder(p, src).added)
+    p.set_boxes(first["images/a.jpg"], [Box(0.5, 0.5, 0.9, 0.9)])  # corrected on the Label page
+    _write(src, "labels/b.json", _label_doc("../images/b.jpg", 160, 120, None))  # changed in the folder
+    report = import_folder(p, src)
+    assert report.added == [] and report.labels_added == 0
+    notes = dict(report.notes)
+    assert "other boxes" in notes["labels/a.json"] and "kept" in notes["labels/a.json"]
+    assert "other boxes" in notes["labels/b.json"]
+    assert "labels/c.json" not in notes  # the same boxes: nothing to say
+    assert p.boxes(first["images/a.jpg"])[0].to_list() == pytest.approx([0.5, 0.5, 0.9, 0.9])
+    assert len(p.boxes(first["images/b.jpg"])) == 1  # the project's label, not the folder's "no face"
+
+
+def test_the_same_photo_under_another_name_with_other_boxes_is_kept_and_said(workspace, tmp_path):
+    """A dataset holding one photo twice, each file with its own faces: both land, noted, one side of the split."""
+    src = tmp_path / "src"
+    data = jpeg_bytes(synthetic_face())
+    _write(src, "images/p1.jpg", data)
+    _write(src, "labels/p1.json", _label_doc("../images/p1.jpg", 160, 120, [[40, 30], [100, 90]]))
+    _write(src, "images/p2.jpg", data)
+    _write(src, "labels/p2.json", _label_doc("../images/p2.jpg", 160, 120, [[10, 10], [50, 50]]))
+    _write(src, "images/p3.jpg", data)
+    _write(src, "labels/p3.json", _label_doc("../images/p3.jpg", 160, 120, [[40, 30], [100, 90]]))  # as p1
+    p = create_project("p")
+    report = import_folder(p, src)
+    added = dict(report.added)
+    assert set(added) == {"images/p1.jpg", "images/p2.jpg"} and report.labelled == report.faces == 2
+    assert dict(report.already) == {"images/p3.jpg": added["images/p1.jpg"]}
+    assert "the same photo as p1.jpg" in dict(report.notes)["images/p2.jpg"]
+    split = p.split()
+    assert split[added["images/p1.jpg"]] == split[added["images/p2.jpg"]]
+    again = import_folder(p, src)  # and importing the folder again adds nothing
+    assert again.added == [] and len(again.already) == 3 and len(p.image_ids()) == 2
