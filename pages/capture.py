@@ -119,7 +119,9 @@ def import_uploads(project: Project, files: list[tuple[str, bytes]]) -> None:
         kind = "success" if report.added or report.labels_added else "info"
     text = report.summary() + "."
     if not report.added:
-        text = "Nothing was added. " + text
+        text = (
+            "Nothing new was added. " if report.already and not report.skipped else "Nothing was added. "
+        ) + text
     set_notice(project, "upload", kind, text, rows)
 
 

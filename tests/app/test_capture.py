@@ -71,7 +71,7 @@ def test_uploading_the_same_photos_again_adds_nothing_and_says_so(app, empty_pro
     [b for b in at.button if b.label == "Import"][0].click().run()
     no_exception(at)
     assert len(empty_project.image_ids()) == 2  # not 4
-    assert any("Nothing was added" in i.value and "2 already in the project" in i.value for i in at.info)
+    assert any("Nothing new was added" in i.value and "2 already in the project" in i.value for i in at.info)
     assert "b again.jpg: already in the project" in "\n".join(m.value for m in at.markdown)
 
 
