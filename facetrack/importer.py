@@ -27,8 +27,9 @@ from pathlib import Path, PurePosixPath
 
 from facetrack.images import IMAGE_EXTENSIONS, ImageError
 from facetrack.labels import Label, LabelError, check_label_size, parse_label_bytes
+from facetrack.samephoto import DuplicatePhoto, photo_hashes
 from facetrack.textsafe import clean_name
-from facetrack.workspace import DuplicatePhoto, Project
+from facetrack.workspace import Project
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_ZIP_MEMBERS = 20_000
@@ -290,7 +291,7 @@ def _import_entries(project: Project, entries: list[_Entry], progress: Progress 
         if e.suffix not in IMAGE_EXTENSIONS and e.suffix != ".json":
             report.skipped.append((e.name, "not an image or a labelme JSON file"))
     labels = _read_labels(jsons, _Images(images), report)
-    known = project.photo_hashes()
+    known = photo_hashes(project)
     for n, e in enumerate(images):
         if progress:
             progress(n, len(images))

@@ -95,21 +95,6 @@ def new_image_id(now: float | None = None) -> str:
     return f"{int((now if now is not None else time.time()) * 1000):013d}-{secrets.token_hex(3)}"
 
 
-class DuplicatePhoto(WorkspaceError):
-    """The photo is in the project already (the same stored pixels): nothing new was stored.
-
-    ``image_id``: the photo already there. ``label``: what became of the label
-    the duplicate brought: ``"none"`` (it brought none), ``"added"`` (the photo
-    had none: it has this one now), ``"same"`` (the same faces) or
-    ``"differs"`` (other faces: the project's are kept).
-    """
-
-    def __init__(self, image_id: str, label: str) -> None:
-        super().__init__(f"the same photo is already in the project ({image_id})")
-        self.image_id = image_id
-        self.label = label
-
-
 @dataclass(frozen=True)
 class ImageInfo:
     """What a project knows about one image besides its pixels."""
@@ -139,26 +124,6 @@ class ProjectStatus:
     @property
     def unlabelled(self) -> int:
         return self.images - self.labelled
-
-
-def _same_boxes(a: Label, b: Label, pixels: float = 0.01) -> bool:
-    """The same faces (in any order) within ``pixels`` on every corner.
-
-    Exact but for rounding: the same label file imported again. Two labels of
-    one photo that differ by a pixel (a dataset that holds the photo twice)
-    are two labels, both kept.
-    """
-    if len(a.boxes) != len(b.boxes):
-        return False
-    tol = np.array([pixels / a.width, pixels / a.height] * 2)
-    rest = [np.asarray(x.to_list()) for x in b.boxes]
-    for box in a.boxes:
-        v = np.asarray(box.to_list())
-        hit = next((i for i, r in enumerate(rest) if np.all(np.abs(r - v) <= tol)), None)
-        if hit is None:
-            return False
-        rest.pop(hit)
-    return True
 
 
 class Project:
@@ -241,14 +206,9 @@ class Project:
         Raises :class:`facetrack.images.ImageError` for unusable images and
         :class:`facetrack.labels.LabelError` for a label of another size.
 
-        ``known`` (imports: :meth:`photo_hashes`): a photo whose stored pixels
-        are already in the project is not stored again (:class:`DuplicatePhoto`
-        says which photo it is) when it brings no label, the same faces, a
-        label for a photo that has none (written there; a label is never
-        replaced), or other faces under the same file name (imported again:
-        the project's faces are kept). Only the same pixels under another name
-        with other faces is stored, as a photo of its own (it joins the first
-        one's side of the split, as the same pixels always do).
+        ``known`` (imports: :func:`facetrack.samephoto.photo_hashes`): a photo
+        already stored is not stored again when :func:`facetrack.samephoto.match`
+        finds which one it is (:class:`facetrack.samephoto.DuplicatePhoto`).
         """
         original_name = clean_name(original_name) if original_name else original_name
         name = original_name or "image"
@@ -286,7 +246,9 @@ class Project:
         data = encode_jpeg(rgb)
         info = replace(info, sha256=hashlib.sha256(data).hexdigest())
         if known is not None and known.get(info.sha256):
-            dup = self._match_duplicate(known[info.sha256], label, original_name)
+            from facetrack.samephoto import match
+
+            dup = match(self, known[info.sha256], label, original_name)
             if dup is not None:
                 raise dup
         if not self.exists():  # deleted (maybe in another tab): never re-create it
@@ -296,64 +258,9 @@ class Project:
         # meta first, image last: an image without meta is never listed half-made
         atomic_write_json(self.meta_path(image_id), asdict(info), parents=False)
         if label is not None:
-            self._write_label(image_id, label)
+            self.write_label(image_id, label)
         atomic_write_bytes(self.image_path(image_id), data, parents=False)
         return info
-
-    def photo_hashes(self) -> dict[str, list[str]]:
-        """``sha256`` of the stored pixels -> the ids of the photos with them (oldest first): imports use it."""
-        out: dict[str, list[str]] = {}
-        for image_id in self.image_ids():
-            try:
-                sha = read_json(self.meta_path(image_id)).get("sha256")
-            except (FileNotFoundError, ValueError, AttributeError):
-                continue
-            if isinstance(sha, str):
-                out.setdefault(sha, []).append(image_id)
-        return out
-
-    def _match_duplicate(
-        self, image_ids: list[str], label: Label | None, original_name: str | None
-    ) -> DuplicatePhoto | None:
-        """The photo among ``image_ids`` (the same pixels) that this import is; None: store it anew.
-
-        See :meth:`add_image`; a photo without a label takes ``label`` here.
-        """
-        ids = [i for i in image_ids if self.image_path(i).exists()]
-        if not ids:
-            return None
-        if label is None or not label.is_labelled:
-            return DuplicatePhoto(ids[0], "none")
-        with self.lock():
-            current: dict[str, Label | None] = {}
-            for i in ids:
-                try:
-                    current[i] = self.read_label(i)
-                except LabelError:
-                    current[i] = None  # unreadable: nothing in it to keep
-            labelled = [i for i in ids if current[i] is not None and current[i].is_labelled]
-            for i in labelled:
-                if _same_boxes(current[i], label):
-                    return DuplicatePhoto(i, "same")
-            for i in labelled:
-                if self.info(i).original_name == original_name:  # the same file again, relabelled since
-                    return DuplicatePhoto(i, "differs")
-            target = next(
-                (i for i in ids if i not in labelled and self._take_label(i, current[i], label)), None
-            )
-            if target is not None:
-                return DuplicatePhoto(target, "added")
-        return None
-
-    def _take_label(self, image_id: str, current: Label | None, label: Label) -> bool:
-        """Write ``label`` for a photo without one (its other shapes stay); False if the sizes differ."""
-        info = self.info(image_id)
-        if (label.width, label.height) != (info.width, info.height):
-            return False
-        if current is not None and (current.width, current.height) == (info.width, info.height):
-            label = current.with_boxes(list(label.boxes))
-        self._write_label(image_id, label)
-        return True
 
     def info(self, image_id: str) -> ImageInfo:
         """The stored facts about one image (rebuilt from the image if meta is missing)."""
@@ -450,7 +357,7 @@ class Project:
             if not self.image_path(image_id).exists():
                 raise WorkspaceError("this photo was deleted (maybe in another tab)")
             info = self.info(image_id)
-            self._write_label(image_id, self._current_label(image_id, info).with_boxes(list(boxes)))
+            self.write_label(image_id, self._current_label(image_id, info).with_boxes(list(boxes)))
 
     def _current_label(self, image_id: str, info: ImageInfo) -> Label:
         """The stored label (for its kept shapes and keys), or an empty one."""
@@ -463,7 +370,8 @@ class Project:
             return Label(image_path="", width=info.width, height=info.height)
         return label
 
-    def _write_label(self, image_id: str, label: Label) -> None:
+    def write_label(self, image_id: str, label: Label) -> None:
+        """Store a whole label as it is (faces, other shapes, flags); hold :meth:`lock` around read + write."""
         write_labelme(self.label_path(image_id), replace(label, image_path=f"../images/{image_id}.jpg"))
 
     def clear_label(self, image_id: str) -> None:
@@ -474,7 +382,7 @@ class Project:
             except LabelError:
                 label = None
             if label is not None and label.other_shapes:
-                self._write_label(image_id, replace(label.with_boxes([]), no_face=False))
+                self.write_label(image_id, replace(label.with_boxes([]), no_face=False))
             else:
                 self.label_path(image_id).unlink(missing_ok=True)
 
