@@ -350,9 +350,12 @@ def _add_one(
     if info.resized_from:
         w0, h0 = info.resized_from
         report.notes.append((e.name, f"resized from {w0}x{h0} to {info.width}x{info.height}"))
-    if label is None or paired is None:
-        return
-    j = paired[0]
+    if label is not None and paired is not None:
+        _count_label(paired[0], label, report)
+
+
+def _count_label(j: _Entry, label: Label, report: ImportReport) -> None:
+    """A label that came in with its photo: its remarks, and what it says about faces."""
     report.notes += [(j.name, note) for note in label.notes]
     if label.is_labelled:
         report.labelled += 1
@@ -369,11 +372,9 @@ def _already_there(
     if paired is None:
         return
     j, label = paired
-    if dup.label == "added":
+    if dup.label == "added":  # only a label that marks faces (or none) is ever added
         report.labels_added += 1
-        report.labelled += 1
-        report.faces += len(label.boxes)
-        report.notes += [(j.name, note) for note in label.notes]
+        _count_label(j, label, report)
     elif dup.label == "differs":
         report.notes.append(
             (
